@@ -1,0 +1,520 @@
+// Package command receives signed TMS commands and runs them through their lifecycle:
+// accepted → running(progress) → succeeded | failed, or rejected before anything runs.
+//
+// Durability is the point of the design. A command's raw bytes are committed to the inbox
+// before the broker gets its PUBACK; every state change is committed together with the ack that
+// reports it, in one transaction, so the TMS never hears of a state the terminal does not
+// remember. A journal entry per command id answers repeats with the recorded result and lets a
+// command interrupted by a crash or a restart resume (handlers are idempotent) instead of
+// running twice or vanishing.
+package command
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/posagent/posagent/agent/outbox"
+	"github.com/posagent/posagent/agent/store"
+	"github.com/posagent/posagent/agent/tmsproto"
+)
+
+var (
+	bucketCommands = []byte("commands")
+	bucketInbox    = []byte("inbox")
+	bucketJournal  = []byte("journal")
+	bucketSeqs     = []byte("seqs")
+)
+
+// MaxInbox bounds received-but-unprocessed commands. Past it Receive fails and the broker keeps
+// the message, which is the back-pressure a flood deserves.
+const MaxInbox = 256
+
+// ErrInboxFull is returned by Receive when MaxInbox commands wait already.
+var ErrInboxFull = errors.New("command: inbox full")
+
+// Kind is what the agent knows about one command kind.
+type Kind struct {
+	// Check decodes and validates the body before the command is accepted. An error rejects
+	// the command with invalid_body and nothing runs. It returns the parsed body.
+	Check func(body []byte) (any, error)
+	// Run executes the command. It must be idempotent: after a crash it runs again with
+	// Request.Resumed set. If it returns because ctx was cancelled (the agent is stopping),
+	// the command stays running and resumes at the next start.
+	Run func(ctx context.Context, req *Request) (result any, err error)
+	// Then, if set, runs after the final succeeded ack is durably queued (a restart, say).
+	Then func()
+}
+
+// Request is a command being executed.
+type Request struct {
+	Command *tmsproto.Command
+	Body    any  // what Kind.Check returned
+	Resumed bool // the agent stopped while this command ran; Run is called again
+	d       *Dispatcher
+	last    int
+}
+
+// Progress reports percent done on up/ack. Reports closer than 5 points apart are dropped so
+// a chatty handler does not flood the air; the error is only a local storage failure.
+func (r *Request) Progress(ctx context.Context, pct int) error {
+	if pct < 0 || pct > 100 || (pct-r.last < 5 && pct != 100) {
+		return nil
+	}
+	r.last = pct
+	return r.d.transition(ctx, r.Command, tmsproto.StateRunning, func(e *entry, a *tmsproto.Ack) {
+		e.Progress, a.Progress = pct, pct
+	})
+}
+
+// Options configure a Dispatcher.
+type Options struct {
+	DB       *store.DB
+	Commit   *store.Committer
+	Outbox   *outbox.Outbox
+	Verifier *tmsproto.Verifier
+	// ReplayWindow is how many executed command seqs are remembered one by one; anything older
+	// than the oldest remembered is refused as a replay.
+	ReplayWindow int
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Dispatcher owns the commands bucket. Register kinds, then Run.
+type Dispatcher struct {
+	opts  Options
+	kinds map[string]Kind
+	wake  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// entry is the journal record of a command id.
+type entry struct {
+	ID       string          `cbor:"id"`
+	Seq      uint64          `cbor:"seq"`
+	Kind     string          `cbor:"kind"`
+	Issued   int64           `cbor:"issued"`
+	Expires  int64           `cbor:"expires,omitempty"`
+	Body     cbor.RawMessage `cbor:"body"`
+	State    tmsproto.State  `cbor:"state"`
+	Progress int             `cbor:"progress,omitempty"`
+	Reason   tmsproto.Reason `cbor:"reason,omitempty"`
+	Message  string          `cbor:"message,omitempty"`
+	Result   cbor.RawMessage `cbor:"result,omitempty"`
+	Updated  int64           `cbor:"updated"`
+}
+
+func (e *entry) command() *tmsproto.Command {
+	return &tmsproto.Command{ID: e.ID, Seq: e.Seq, Kind: e.Kind, Issued: e.Issued, Expires: e.Expires, Body: e.Body}
+}
+
+func (e *entry) ack() tmsproto.Ack {
+	return tmsproto.Ack{ID: e.ID, CmdSeq: e.Seq, Kind: e.Kind, State: e.State, Progress: e.Progress,
+		Reason: e.Reason, Message: e.Message, Result: e.Result}
+}
+
+// New creates the dispatcher's buckets.
+func New(opts Options) (*Dispatcher, error) {
+	if opts.ReplayWindow <= 0 {
+		opts.ReplayWindow = 1024
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	err := opts.DB.Update(func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucketIfNotExists(bucketCommands)
+		if err != nil {
+			return err
+		}
+		for _, name := range [][]byte{bucketInbox, bucketJournal, bucketSeqs} {
+			if _, err := root.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("command: %w", err)
+	}
+	return &Dispatcher{opts: opts, kinds: map[string]Kind{}, wake: make(chan struct{}, 1)}, nil
+}
+
+// Register adds a command kind. Call before Run.
+func (d *Dispatcher) Register(name string, k Kind) {
+	if k.Check == nil {
+		k.Check = func([]byte) (any, error) { return nil, nil }
+	}
+	d.kinds[name] = k
+}
+
+// Kinds lists the registered kinds.
+func (d *Dispatcher) Kinds() []string {
+	out := make([]string, 0, len(d.kinds))
+	for k := range d.kinds {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Receive durably queues a raw down/cmd payload. The caller acknowledges the MQTT message only
+// after Receive returned nil, so a crash never loses a command the broker thinks delivered.
+func (d *Dispatcher) Receive(ctx context.Context, raw []byte) error {
+	if len(raw) > tmsproto.MaxCommandSize {
+		// Not worth keeping: reject at once, referring to it by hash.
+		_, err := d.opts.Outbox.Append(ctx, tmsproto.StreamAck, "ack", tmsproto.Ack{
+			Ref: tmsproto.Ref(raw), State: tmsproto.StateRejected, Reason: tmsproto.ReasonOversized,
+			Message: fmt.Sprintf("%d bytes exceeds %d", len(raw), tmsproto.MaxCommandSize),
+		})
+		return err
+	}
+	err := d.opts.Commit.Do(ctx, func(tx *store.Tx) error {
+		inbox := tx.Bucket(bucketCommands).Bucket(bucketInbox)
+		if inbox.Stats().KeyN >= MaxInbox {
+			return ErrInboxFull
+		}
+		key, err := inbox.NextSequence()
+		if err != nil {
+			return err
+		}
+		return inbox.Put(binary.BigEndian.AppendUint64(nil, key), raw)
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Run resumes interrupted commands, then processes the inbox until ctx ends, and waits for
+// running handlers to return.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	defer d.wg.Wait()
+	if err := d.resume(ctx); err != nil {
+		return err
+	}
+	for {
+		for {
+			key, raw, err := d.nextInbox()
+			if err != nil {
+				return err
+			}
+			if raw == nil {
+				break
+			}
+			if err := d.process(ctx, key, raw); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.wake:
+		}
+	}
+}
+
+func (d *Dispatcher) nextInbox() (key, raw []byte, err error) {
+	err = d.opts.DB.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketCommands).Bucket(bucketInbox).Cursor().First()
+		if k != nil {
+			key, raw = append([]byte(nil), k...), append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return key, raw, err
+}
+
+// process takes one inbox item to its first durable state: rejected, a repeat answered from
+// the journal, or accepted (and then started).
+func (d *Dispatcher) process(ctx context.Context, key, raw []byte) error {
+	log := d.opts.Logger
+	cmd, err := d.opts.Verifier.Verify(raw)
+	if err != nil {
+		log.Warn("command rejected", "ref", tmsproto.Ref(raw), "reason", tmsproto.ReasonOf(err), "err", err)
+		return d.finishInbox(ctx, key, func(tx *store.Tx) error {
+			_, err := d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", tmsproto.Ack{
+				Ref: tmsproto.Ref(raw), State: tmsproto.StateRejected, Reason: tmsproto.ReasonOf(err), Message: err.Error(),
+			})
+			return err
+		})
+	}
+	var start *entry
+	err = d.finishInbox(ctx, key, func(tx *store.Tx) error {
+		start = nil
+		root := tx.Bucket(bucketCommands)
+		journal, seqs := root.Bucket(bucketJournal), root.Bucket(bucketSeqs)
+		if v := journal.Get([]byte(cmd.ID)); v != nil {
+			var e entry
+			if err := tmsproto.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("command: journal entry %q: %w", cmd.ID, err)
+			}
+			a := e.ack()
+			a.Duplicate = true
+			log.Info("command repeated, answering with the recorded state", "id", cmd.ID, "state", e.State)
+			_, err := d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", a)
+			return err
+		}
+		if replayed(root, seqs, cmd.Seq, d.opts.ReplayWindow) {
+			log.Warn("command rejected", "id", cmd.ID, "reason", tmsproto.ReasonReplayedSeq, "seq", cmd.Seq)
+			_, err := d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", tmsproto.Ack{
+				ID: cmd.ID, CmdSeq: cmd.Seq, Kind: cmd.Kind, Ref: tmsproto.Ref(raw), State: tmsproto.StateRejected,
+				Reason: tmsproto.ReasonReplayedSeq, Message: fmt.Sprintf("seq %d was already executed or is older than the replay window", cmd.Seq),
+			})
+			return err
+		}
+		e := &entry{ID: cmd.ID, Seq: cmd.Seq, Kind: cmd.Kind, Issued: cmd.Issued, Expires: cmd.Expires,
+			Body: cmd.Body, State: tmsproto.StateAccepted, Updated: d.opts.Now().UnixMilli()}
+		kind, known := d.kinds[cmd.Kind]
+		switch {
+		case cmd.Expires != 0 && d.opts.Now().Unix() > cmd.Expires:
+			e.State, e.Reason, e.Message = tmsproto.StateRejected, tmsproto.ReasonExpired,
+				fmt.Sprintf("expired at %s", time.Unix(cmd.Expires, 0).UTC().Format(time.RFC3339))
+		case !known:
+			e.State, e.Reason, e.Message = tmsproto.StateRejected, tmsproto.ReasonUnknownKind,
+				fmt.Sprintf("unknown command kind %q", cmd.Kind)
+		default:
+			if _, err := kind.Check(cmd.Body); err != nil {
+				e.State, e.Reason, e.Message = tmsproto.StateRejected, tmsproto.ReasonInvalidBody, err.Error()
+			}
+		}
+		if e.State == tmsproto.StateRejected {
+			log.Warn("command rejected", "id", cmd.ID, "kind", cmd.Kind, "reason", e.Reason, "msg", e.Message)
+		} else {
+			start = e
+		}
+		if err := rememberSeq(root, seqs, cmd.Seq, cmd.ID, d.opts.ReplayWindow); err != nil {
+			return err
+		}
+		return d.putEntry(tx, e)
+	})
+	if err != nil || start == nil {
+		return err
+	}
+	d.start(ctx, start, false)
+	return nil
+}
+
+// finishInbox deletes the inbox item in the same transaction as fn's effects, so an item is
+// either still waiting or fully handled.
+func (d *Dispatcher) finishInbox(ctx context.Context, key []byte, fn func(*store.Tx) error) error {
+	return d.opts.Commit.Do(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketCommands).Bucket(bucketInbox).Delete(key)
+	})
+}
+
+// putEntry stores e and queues the ack reporting its state.
+func (d *Dispatcher) putEntry(tx *store.Tx, e *entry) error {
+	v, err := tmsproto.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketCommands).Bucket(bucketJournal).Put([]byte(e.ID), v); err != nil {
+		return err
+	}
+	_, err = d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", e.ack())
+	return err
+}
+
+// transition moves a command to state, letting edit fill in details, with its ack.
+func (d *Dispatcher) transition(ctx context.Context, cmd *tmsproto.Command, state tmsproto.State, edit func(*entry, *tmsproto.Ack)) error {
+	return d.opts.Commit.Do(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		journal := tx.Bucket(bucketCommands).Bucket(bucketJournal)
+		var e entry
+		if err := tmsproto.Unmarshal(journal.Get([]byte(cmd.ID)), &e); err != nil {
+			return fmt.Errorf("command: journal entry %q: %w", cmd.ID, err)
+		}
+		e.State, e.Updated = state, d.opts.Now().UnixMilli()
+		a := e.ack()
+		if edit != nil {
+			edit(&e, &a)
+		}
+		v, err := tmsproto.Marshal(&e)
+		if err != nil {
+			return err
+		}
+		if err := journal.Put([]byte(e.ID), v); err != nil {
+			return err
+		}
+		_, err = d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", a)
+		return err
+	})
+}
+
+// start runs an accepted command in its own goroutine: a long OTA must not hold up stats.now.
+func (d *Dispatcher) start(ctx context.Context, e *entry, resumed bool) {
+	cmd := e.command()
+	kind, known := d.kinds[cmd.Kind]
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		log := d.opts.Logger.With("id", cmd.ID, "kind", cmd.Kind)
+		fail := func(reason tmsproto.Reason, err error) {
+			log.Warn("command failed", "reason", reason, "err", err)
+			if terr := d.transition(ctx, cmd, tmsproto.StateFailed, func(e *entry, a *tmsproto.Ack) {
+				e.Reason, e.Message, e.Progress = reason, err.Error(), 0
+				a.Reason, a.Message, a.Progress = reason, err.Error(), 0
+			}); terr != nil {
+				log.Error("recording command failure", "err", terr)
+			}
+		}
+		if !known {
+			fail(tmsproto.ReasonInterrupted, fmt.Errorf("kind %q is no longer supported", cmd.Kind))
+			return
+		}
+		body, err := kind.Check(cmd.Body)
+		if err != nil {
+			fail(tmsproto.ReasonInvalidBody, err)
+			return
+		}
+		if e.State != tmsproto.StateRunning {
+			if err := d.transition(ctx, cmd, tmsproto.StateRunning, nil); err != nil {
+				log.Error("recording command start", "err", err)
+				return
+			}
+		}
+		log.Info("command running", "resumed", resumed)
+		req := &Request{Command: cmd, Body: body, Resumed: resumed, d: d, last: e.Progress}
+		result, err := safeRun(ctx, kind.Run, req)
+		if ctx.Err() != nil && err != nil {
+			// Stopped by shutdown, not by failure: the journal still says running, so the next
+			// start resumes it.
+			log.Info("command interrupted by shutdown; it resumes at the next start")
+			return
+		}
+		if err != nil {
+			fail(tmsproto.ReasonExecFailed, err)
+			return
+		}
+		var raw cbor.RawMessage
+		if result != nil {
+			if raw, err = tmsproto.Marshal(result); err != nil {
+				fail(tmsproto.ReasonInternal, fmt.Errorf("encode result: %w", err))
+				return
+			}
+		}
+		if err := d.transition(ctx, cmd, tmsproto.StateSucceeded, func(e *entry, a *tmsproto.Ack) {
+			e.Result, a.Result, e.Progress, a.Progress = raw, raw, 100, 100
+		}); err != nil {
+			log.Error("recording command success", "err", err)
+			return
+		}
+		log.Info("command succeeded")
+		if kind.Then != nil {
+			kind.Then()
+		}
+	}()
+}
+
+func safeRun(ctx context.Context, run func(context.Context, *Request) (any, error), req *Request) (result any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v", p)
+		}
+	}()
+	return run(ctx, req)
+}
+
+// resume restarts commands the journal shows as accepted or running.
+func (d *Dispatcher) resume(ctx context.Context) error {
+	var pending []*entry
+	err := d.opts.DB.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCommands).Bucket(bucketJournal).ForEach(func(k, v []byte) error {
+			var e entry
+			if err := tmsproto.Unmarshal(v, &e); err != nil {
+				d.opts.Logger.Error("unreadable journal entry skipped", "id", string(k), "err", err)
+				return nil
+			}
+			if !e.State.Final() {
+				pending = append(pending, &e)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("command: resume: %w", err)
+	}
+	for _, e := range pending {
+		d.opts.Logger.Info("resuming interrupted command", "id", e.ID, "kind", e.Kind, "state", e.State)
+		d.start(ctx, e, true)
+	}
+	return nil
+}
+
+// The seqs bucket maps seq (8 bytes, big-endian) → id for the last ReplayWindow commands.
+func replayed(root, seqs *bolt.Bucket, seq uint64, window int) bool {
+	k := binary.BigEndian.AppendUint64(nil, seq)
+	if seqs.Get(k) != nil {
+		return true
+	}
+	if seqCount(root) < window {
+		return false
+	}
+	oldest, _ := seqs.Cursor().First()
+	return oldest != nil && seq < binary.BigEndian.Uint64(oldest)
+}
+
+// rememberSeq records seq and forgets the oldest beyond the window, with its journal entry:
+// a repeat that old is refused as a replay anyway.
+func rememberSeq(root, seqs *bolt.Bucket, seq uint64, id string, window int) error {
+	if err := seqs.Put(binary.BigEndian.AppendUint64(nil, seq), []byte(id)); err != nil {
+		return err
+	}
+	n := seqCount(root) + 1
+	journal := root.Bucket(bucketJournal)
+	for ; n > window; n-- {
+		c := seqs.Cursor()
+		_, oldID := c.First()
+		if err := journal.Delete(oldID); err != nil {
+			return err
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return root.Put(keySeqCount, binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
+// keySeqCount holds the number of keys in the seqs bucket: bbolt can only count by walking.
+var keySeqCount = []byte("nseqs")
+
+func seqCount(root *bolt.Bucket) int {
+	if v := root.Get(keySeqCount); len(v) == 8 {
+		return int(binary.BigEndian.Uint64(v))
+	}
+	return 0
+}
+
+// Recorded returns the journal state of a command id (for tests and diagnostics).
+func (d *Dispatcher) Recorded(id string) (tmsproto.Ack, bool, error) {
+	var a tmsproto.Ack
+	var ok bool
+	err := d.opts.DB.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketCommands).Bucket(bucketJournal).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		var e entry
+		if err := tmsproto.Unmarshal(v, &e); err != nil {
+			return err
+		}
+		a, ok = e.ack(), true
+		return nil
+	})
+	return a, ok, err
+}

@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/posagent/posagent/agent/command"
+	"github.com/posagent/posagent/agent/termconfig"
+	"github.com/posagent/posagent/agent/tmsproto"
+)
+
+// registerCommands plugs the kinds this issue implements into the dispatcher. Later parts of
+// the agent (payments, OTA, keys) register theirs the same way.
+func (a *Agent) registerCommands() {
+	a.disp.Register("config.apply", command.Kind{
+		Check: func(body []byte) (any, error) {
+			doc, err := termconfig.Decode(body)
+			if err != nil {
+				return nil, err
+			}
+			if err := doc.Validate(); err != nil {
+				return nil, err
+			}
+			return doc, nil
+		},
+		Run: a.configApply,
+	})
+	a.disp.Register("stats.now", command.Kind{
+		Check: emptyBody,
+		Run: func(ctx context.Context, req *command.Request) (any, error) {
+			seq, err := a.sendStats(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"statsSeq": seq}, nil
+		},
+	})
+	a.disp.Register("reboot", command.Kind{
+		Check: emptyBody,
+		Run: func(ctx context.Context, req *command.Request) (any, error) {
+			if req.Resumed {
+				// The agent went down while this ran: that was the restart.
+				return map[string]any{"restarted": true}, nil
+			}
+			return map[string]any{"restarting": true}, nil
+		},
+		// Only after the succeeded ack is durably queued, so it goes out after the restart.
+		Then: a.requestRestart,
+	})
+	a.disp.Register("logs.upload", command.Kind{Check: checkLogsUpload, Run: a.logsUpload})
+}
+
+func emptyBody(body []byte) (any, error) {
+	var v struct{}
+	return nil, tmsproto.Unmarshal(body, &v)
+}
+
+func (a *Agent) configApply(ctx context.Context, req *command.Request) (any, error) {
+	doc := req.Body.(*termconfig.Document)
+	changed, err := a.term.Apply(doc)
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("terminal configuration applied", "version", doc.Version, "changed", changed)
+	if changed {
+		a.event(ctx, "config.applied", map[string]any{"version": doc.Version})
+		a.triggerStats()
+	}
+	return map[string]any{"version": doc.Version, "changed": changed}, nil
+}
+
+// logsUploadBody asks for the lines of one log between two times.
+type logsUploadBody struct {
+	Log  string `cbor:"log"`            // "agent"; later issues add ecr, pos, audit
+	From int64  `cbor:"from,omitempty"` // unix seconds; 0 = oldest kept
+	To   int64  `cbor:"to,omitempty"`   // unix seconds; 0 = now
+}
+
+func checkLogsUpload(body []byte) (any, error) {
+	var b logsUploadBody
+	if err := tmsproto.Unmarshal(body, &b); err != nil {
+		return nil, err
+	}
+	if b.Log != "agent" {
+		return nil, fmt.Errorf("log: %q is not kept on this terminal (known: agent)", b.Log)
+	}
+	if b.To != 0 && b.From > b.To {
+		return nil, errors.New("from: after to")
+	}
+	return b, nil
+}
+
+// maxBatch keeps a log batch well below the uplink size bound, including the envelope.
+const maxBatch = 48 << 10
+
+func (a *Agent) logsUpload(ctx context.Context, req *command.Request) (any, error) {
+	b := req.Body.(logsUploadBody)
+	if a.logs == nil {
+		return nil, errors.New("the agent log is not kept in a file on this terminal")
+	}
+	from, to := time.Unix(b.From, 0), time.Now()
+	if b.To != 0 {
+		to = time.Unix(b.To, 0)
+	}
+	var lines []string
+	size, batches, total := 0, 0, 0
+	flush := func() error {
+		if len(lines) == 0 {
+			return nil
+		}
+		batches++
+		_, err := a.Outbox.Append(ctx, tmsproto.StreamLogAgent, "log.batch", map[string]any{
+			"command": req.Command.ID, "batch": batches, "lines": lines,
+		})
+		lines, size = nil, 0
+		return err
+	}
+	err := a.logs.ReadRange(from, to, func(line []byte) error {
+		if len(line) > maxBatch {
+			line = line[:maxBatch]
+		}
+		if size+len(line) > maxBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		lines = append(lines, string(line))
+		size += len(line)
+		total++
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"log": b.Log, "lines": total, "batches": batches}, nil
+}

@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/posagent/posagent/agent/buildinfo"
+	"github.com/posagent/posagent/agent/outbox"
+	"github.com/posagent/posagent/agent/sysinfo"
+	"github.com/posagent/posagent/agent/tmslink"
+	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/board"
+)
+
+// Stats is the body of an up/stats record. Field names are short on purpose: this record is
+// the bulk of an idle terminal's mobile data.
+type Stats struct {
+	Agent    AgentInfo           `cbor:"agent"`
+	Device   board.Identity      `cbor:"device"`
+	Board    string              `cbor:"board"`
+	UptimeS  int64               `cbor:"uptimeS"` // agent uptime, seconds
+	Config   uint64              `cbor:"config"`  // active terminal configuration version
+	Outbox   outbox.State        `cbor:"outbox"`
+	Link     tmslink.Status      `cbor:"link"`
+	System   sysinfo.Info        `cbor:"system"`
+	Hardware []board.DeviceState `cbor:"hardware"`
+	Services []ServiceInfo       `cbor:"services"`
+}
+
+// AgentInfo names the running build.
+type AgentInfo struct {
+	Version string `cbor:"version"`
+	Commit  string `cbor:"commit"`
+	Target  string `cbor:"target"`
+}
+
+// ServiceInfo is a service's health, compacted for the air.
+type ServiceInfo struct {
+	Name      string `cbor:"name"`
+	State     string `cbor:"state"`
+	Restarts  int    `cbor:"restarts,omitempty"`
+	LastError string `cbor:"lastError,omitempty"`
+}
+
+// Snapshot gathers the current statistics.
+func (a *Agent) Snapshot() Stats {
+	s := Stats{
+		Agent:    AgentInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, Target: buildinfo.Target()},
+		Device:   a.board.Identity(),
+		Board:    a.board.Name(),
+		UptimeS:  int64(time.Since(a.started).Seconds()),
+		Config:   a.term.Active().Version,
+		Outbox:   a.Outbox.State(),
+		Link:     a.link.Status(),
+		System:   sysinfo.Snapshot(a.cfg.DataDir),
+		Hardware: a.board.Devices(),
+	}
+	for _, st := range a.sup.Status() {
+		s.Services = append(s.Services, ServiceInfo{Name: st.Name, State: string(st.State), Restarts: st.Restarts, LastError: st.LastError})
+	}
+	return s
+}
+
+func (a *Agent) sendStats(ctx context.Context) (uint64, error) {
+	return a.Outbox.Append(ctx, tmsproto.StreamStats, "stats", a.Snapshot())
+}
+
+func (a *Agent) triggerStats() {
+	select {
+	case a.statsNow <- struct{}{}:
+	default:
+	}
+}
+
+// statsInterval: the TMS-pushed configuration wins over the local file, so an operator can
+// tune a fleet's data use without touching terminals.
+func (a *Agent) statsInterval() time.Duration {
+	if s := a.term.Active().TMS.StatsIntervalSec; s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return a.cfg.TMS.StatsInterval.D()
+}
+
+// runStats sends statistics once at start, then every interval and on demand.
+func (a *Agent) runStats(ctx context.Context) error {
+	send := func() error {
+		_, err := a.sendStats(ctx)
+		if errors.Is(err, outbox.ErrThinned) {
+			return nil // the outbox is full of records that matter more
+		}
+		return err
+	}
+	if err := send(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	for {
+		t := time.NewTimer(a.statsInterval())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		case <-a.statsNow:
+			t.Stop()
+		}
+		if err := send(); err != nil && ctx.Err() == nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,421 @@
+// Package tmslink keeps the terminal's MQTT session with the TMS: it connects (reconnecting
+// with exponential backoff and full jitter), announces presence on the retained up/online topic
+// with a Last Will, hands every down/cmd message to the command inbox before acknowledging it,
+// and drains the durable outbox in order with a bounded in-flight window.
+//
+// The MQTT library's own store is not trusted with anything (see LIBRARY-NOTES): each
+// connection gets a fresh paho client with a memory store, "published" only means "handed to
+// the library", and a record leaves the outbox only on its PUBACK. After any break the drain
+// restarts from the oldest record still queued, so a record can reach the TMS twice (it
+// de-duplicates by stream and seq) but never zero times.
+package tmslink
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/posagent/posagent/agent/backoff"
+	"github.com/posagent/posagent/agent/outbox"
+	"github.com/posagent/posagent/agent/store"
+	"github.com/posagent/posagent/agent/tmsproto"
+)
+
+// Inbox takes a raw down/cmd payload and returns once it is durably stored.
+type Inbox interface {
+	Receive(ctx context.Context, raw []byte) error
+}
+
+// Options configure a Link.
+type Options struct {
+	DeviceID       string
+	Broker         string // tcp://, ssl://, tls:// or mqtts:// URL
+	Username       string
+	Password       string
+	TLS            *tls.Config // nil: the URL scheme decides (plain or system roots)
+	KeepAlive      time.Duration
+	PingTimeout    time.Duration
+	ConnectTimeout time.Duration
+	Backoff        backoff.Policy
+	Inflight       int
+	AgentVersion   string
+
+	DB     *store.DB
+	Commit *store.Committer
+	Outbox *outbox.Outbox
+	Inbox  Inbox
+	Logger *slog.Logger
+	// OnConnect, if set, is called after each successful connection (stats on connect, say).
+	OnConnect func()
+}
+
+// Status is what the link reports in statistics and diagnostics.
+type Status struct {
+	Connected   bool   `cbor:"connected"`
+	Broker      string `cbor:"broker"`
+	Connects    uint64 `cbor:"connects"`
+	Failures    uint64 `cbor:"failures"` // failed connection attempts
+	Published   uint64 `cbor:"published"`
+	Acked       uint64 `cbor:"acked"`
+	Commands    uint64 `cbor:"commands"`
+	LastError   string `cbor:"lastError,omitempty"`
+	ConnectedAt int64  `cbor:"connectedAt,omitempty"` // unix ms
+}
+
+// Link is the MQTT session. Run it once.
+type Link struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+
+	published, acked, commands atomic.Uint64
+}
+
+var (
+	bucketLink = []byte("tmslink")
+	keySession = []byte("session")
+)
+
+// New checks the options.
+func New(opts Options) (*Link, error) {
+	if err := tmsproto.ValidDeviceID(opts.DeviceID); err != nil {
+		return nil, err
+	}
+	if opts.Broker == "" {
+		return nil, errors.New("tmslink: no broker URL")
+	}
+	if opts.Inflight <= 0 {
+		opts.Inflight = 32
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 300 * time.Second
+	}
+	if opts.PingTimeout <= 0 {
+		opts.PingTimeout = 20 * time.Second
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 30 * time.Second
+	}
+	if opts.Username == "" {
+		opts.Username = opts.DeviceID
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := opts.DB.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketLink)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("tmslink: %w", err)
+	}
+	l := &Link{opts: opts, log: opts.Logger.With("svc", "tmslink")}
+	l.status.Broker = opts.Broker
+	return l, nil
+}
+
+// Status returns a snapshot.
+func (l *Link) Status() Status {
+	l.mu.Lock()
+	s := l.status
+	l.mu.Unlock()
+	s.Published, s.Acked, s.Commands = l.published.Load(), l.acked.Load(), l.commands.Load()
+	return s
+}
+
+// Run keeps the session up until ctx is cancelled, then says goodbye (retained offline) and
+// disconnects.
+func (l *Link) Run(ctx context.Context) error {
+	attempt := 0
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := l.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		// A session that stayed up for a while earns a fresh start of the backoff.
+		if time.Since(start) > 2*l.opts.KeepAlive || time.Since(start) > time.Minute {
+			attempt = 0
+		}
+		delay := l.opts.Backoff.Delay(attempt, nil)
+		attempt++
+		l.log.Warn("TMS link down", "err", err, "retry_in", delay.Round(time.Millisecond))
+		if backoff.Sleep(ctx, delay) != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// nextSession durably increments the connection counter that numbers up/online records.
+func (l *Link) nextSession(ctx context.Context) (uint64, error) {
+	var n uint64
+	err := l.opts.Commit.Do(ctx, func(tx *store.Tx) error {
+		b := tx.Bucket(bucketLink)
+		n = 1
+		if v := b.Get(keySession); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v) + 1
+		}
+		return b.Put(keySession, binary.BigEndian.AppendUint64(nil, n))
+	})
+	return n, err
+}
+
+func (l *Link) onlinePayload(session uint64, online bool) ([]byte, error) {
+	body, err := tmsproto.Marshal(tmsproto.Online{Online: online, Agent: l.opts.AgentVersion, Session: session})
+	if err != nil {
+		return nil, err
+	}
+	return tmsproto.Marshal(tmsproto.Envelope{V: tmsproto.Version, Stream: tmsproto.StreamOnline, Seq: session,
+		TS: time.Now().UnixMilli(), Kind: "online", Body: body})
+}
+
+// session runs one connection from connect to loss (or ctx end).
+func (l *Link) session(ctx context.Context) error {
+	session, err := l.nextSession(ctx)
+	if err != nil {
+		return err
+	}
+	will, err := l.onlinePayload(session, false)
+	if err != nil {
+		return err
+	}
+	lost := make(chan error, 1)
+	cmdTopic := tmsproto.CmdTopic(l.opts.DeviceID)
+	onMessage := func(_ mqtt.Client, m mqtt.Message) {
+		// paho calls this on its own goroutine per message (order does not matter): blocking
+		// for one fsync here is what makes the PUBACK mean "stored".
+		if m.Topic() != cmdTopic {
+			m.Ack()
+			return
+		}
+		if err := l.opts.Inbox.Receive(ctx, m.Payload()); err != nil {
+			l.log.Error("command not stored; it stays with the broker", "err", err)
+			return
+		}
+		l.commands.Add(1)
+		m.Ack()
+	}
+	co := mqtt.NewClientOptions().
+		AddBroker(normalizeURL(l.opts.Broker)).
+		SetClientID(l.opts.DeviceID).
+		SetUsername(l.opts.Username).
+		SetPassword(l.opts.Password).
+		SetCleanSession(false).
+		SetKeepAlive(l.opts.KeepAlive).
+		SetPingTimeout(l.opts.PingTimeout).
+		SetConnectTimeout(l.opts.ConnectTimeout).
+		SetWriteTimeout(l.opts.ConnectTimeout).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetOrderMatters(false).
+		SetAutoAckDisabled(true).
+		SetMaxResumePubInFlight(l.opts.Inflight).
+		SetBinaryWill(tmsproto.UpTopic(l.opts.DeviceID, tmsproto.StreamOnline), will, 1, true).
+		SetDefaultPublishHandler(onMessage).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			select {
+			case lost <- err:
+			default:
+			}
+		})
+	if l.opts.TLS != nil {
+		co.SetTLSConfig(l.opts.TLS)
+	}
+	client := mqtt.NewClient(co)
+	tok := client.Connect()
+	if !tok.WaitTimeout(l.opts.ConnectTimeout + time.Second) {
+		client.Disconnect(0)
+		return l.fail(errors.New("connect timed out"))
+	}
+	if err := tok.Error(); err != nil {
+		return l.fail(fmt.Errorf("connect: %w", err))
+	}
+	defer client.Disconnect(250)
+
+	// The broker remembers the subscription (clean session off) and may deliver queued
+	// commands before this returns; the default handler above catches those.
+	if err := wait(ctx, client.Subscribe(cmdTopic, 1, onMessage), l.opts.ConnectTimeout); err != nil {
+		return l.fail(fmt.Errorf("subscribe: %w", err))
+	}
+	hello, err := l.onlinePayload(session, true)
+	if err != nil {
+		return err
+	}
+	if err := wait(ctx, client.Publish(tmsproto.UpTopic(l.opts.DeviceID, tmsproto.StreamOnline), 1, true, hello), l.opts.ConnectTimeout); err != nil {
+		return l.fail(fmt.Errorf("publish online: %w", err))
+	}
+	l.mu.Lock()
+	l.status.Connected, l.status.Connects, l.status.ConnectedAt, l.status.LastError = true, l.status.Connects+1, time.Now().UnixMilli(), ""
+	l.mu.Unlock()
+	l.log.Info("TMS link up", "broker", l.opts.Broker, "session", session)
+	defer func() {
+		l.mu.Lock()
+		l.status.Connected = false
+		l.mu.Unlock()
+	}()
+	if l.opts.OnConnect != nil {
+		l.opts.OnConnect()
+	}
+
+	err = l.drain(ctx, client, lost)
+	if ctx.Err() != nil {
+		// Graceful goodbye: the retained presence says offline at once instead of after the
+		// broker's keepalive expiry. Best effort, bounded.
+		if bye, err := l.onlinePayload(session, false); err == nil {
+			client.Publish(tmsproto.UpTopic(l.opts.DeviceID, tmsproto.StreamOnline), 1, true, bye).WaitTimeout(time.Second)
+		}
+		l.log.Info("TMS link closed")
+		return nil
+	}
+	return l.fail(err)
+}
+
+func (l *Link) fail(err error) error {
+	l.mu.Lock()
+	l.status.Failures++
+	l.status.LastError = err.Error()
+	l.mu.Unlock()
+	return err
+}
+
+// drain publishes outbox records in order, at most Inflight unacknowledged at a time, deletes
+// each on PUBACK, and returns when the connection is lost or ctx ends.
+func (l *Link) drain(ctx context.Context, client mqtt.Client, lost <-chan error) error {
+	acked := make(chan uint64, l.opts.Inflight)
+	failed := make(chan error, 1)
+	// paho never completes the tokens of a connection lost with clean session off, so the
+	// goroutines waiting on them also give up when this session ends.
+	stop := make(chan struct{})
+	defer close(stop)
+	var next uint64 // key of the last record handed to paho
+	inflight := 0
+
+	// Deletions run apart from publishing so the fsync of one batch overlaps the next
+	// round trip; they are batched so a burst costs few commits.
+	toDelete := make(chan []uint64, 64)
+	var delWG sync.WaitGroup
+	delWG.Add(1)
+	go func() {
+		defer delWG.Done()
+		for keys := range toDelete {
+			if err := l.opts.Outbox.Delete(context.WithoutCancel(ctx), keys...); err != nil {
+				// The records stay and are sent again later: a duplicate, never a loss.
+				l.log.Error("outbox delete failed", "err", err)
+			}
+		}
+	}()
+	defer func() {
+		close(toDelete)
+		delWG.Wait()
+	}()
+
+	var done []uint64
+	flush := func() {
+		if len(done) > 0 {
+			toDelete <- done
+			done = nil
+		}
+	}
+	for {
+		if inflight < l.opts.Inflight {
+			recs, err := l.opts.Outbox.Read(next, l.opts.Inflight-inflight)
+			if err != nil {
+				return fmt.Errorf("outbox read: %w", err)
+			}
+			for _, r := range recs {
+				tok := client.Publish(tmsproto.UpTopic(l.opts.DeviceID, r.Stream), 1, false, r.Payload)
+				next = r.Key
+				inflight++
+				l.published.Add(1)
+				go func(key uint64, tok mqtt.Token) {
+					select {
+					case <-tok.Done():
+					case <-stop:
+						return
+					}
+					if err := tok.Error(); err != nil {
+						select {
+						case failed <- err:
+						default:
+						}
+						return
+					}
+					acked <- key
+				}(r.Key, tok)
+			}
+		}
+		// Wait for something to do; prefer collecting every PUBACK already in.
+		select {
+		case key := <-acked:
+			inflight--
+			l.acked.Add(1)
+			done = append(done, key)
+			for more := true; more; {
+				select {
+				case key := <-acked:
+					inflight--
+					l.acked.Add(1)
+					done = append(done, key)
+				default:
+					more = false
+				}
+			}
+			flush()
+		case <-l.opts.Outbox.Notify():
+		case err := <-lost:
+			return fmt.Errorf("connection lost: %w", err)
+		case err := <-failed:
+			return fmt.Errorf("publish: %w", err)
+		case <-ctx.Done():
+			// Collect PUBACKs that are on their way so they need not be sent again.
+			deadline := time.After(500 * time.Millisecond)
+			for inflight > 0 {
+				select {
+				case key := <-acked:
+					inflight--
+					done = append(done, key)
+				case <-deadline:
+					inflight = 0
+				}
+			}
+			flush()
+			return ctx.Err()
+		}
+	}
+}
+
+func wait(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(timeout):
+		return errors.New("timed out")
+	}
+}
+
+// normalizeURL maps the schemes people write for MQTT over TLS onto the ones paho knows.
+func normalizeURL(u string) string {
+	for _, s := range []string{"mqtts://", "tls://"} {
+		if rest, ok := strings.CutPrefix(u, s); ok {
+			return "ssl://" + rest
+		}
+	}
+	if rest, ok := strings.CutPrefix(u, "mqtt://"); ok {
+		return "tcp://" + rest
+	}
+	return u
+}

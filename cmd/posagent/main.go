@@ -1,0 +1,105 @@
+// Command posagent is the terminal agent: `posagent run` starts it, `posagent version` says
+// what it is.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/posagent/posagent/agent"
+	"github.com/posagent/posagent/agent/buildinfo"
+	"github.com/posagent/posagent/agent/config"
+	"github.com/posagent/posagent/agent/logging"
+
+	// Boards register themselves.
+	_ "github.com/posagent/posagent/board/generic"
+	_ "github.com/posagent/posagent/board/sim"
+)
+
+const usage = `usage: posagent <command> [flags]
+
+commands:
+  run       run the agent (flags: posagent run -h)
+  version   print version, commit, build date and target
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runAgent(args[1:], stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, buildinfo.String())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "posagent: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func runAgent(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("posagent run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, err := config.FromArgs(args, fs)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "posagent:", err)
+		return 2
+	}
+	log, logFile, err := logging.New(logging.Options{
+		Level: cfg.LogLevel(), Format: cfg.Log.Format, File: cfg.LogFile(),
+		MaxSize: int64(cfg.Log.MaxSize), Keep: cfg.Log.Keep, Stderr: stderr,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "posagent:", err)
+		return 1
+	}
+	opts := agent.Options{Logger: log}
+	if logFile != nil {
+		defer logFile.Close()
+		opts.Logs = logFile
+	}
+
+	// SIGTERM/SIGINT end the context; the agent then stops its services in order and commits
+	// what it holds before returning.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	err = agent.Run(ctx, cfg, opts)
+	if errors.Is(err, agent.ErrRestart) {
+		stop()
+		if logFile != nil {
+			logFile.Close()
+		}
+		// A clean restart in place: same binary, same arguments, same pid under a service
+		// manager. Everything durable was committed by Run before it returned.
+		exe, xerr := os.Executable()
+		if xerr == nil {
+			xerr = syscall.Exec(exe, os.Args, os.Environ())
+		}
+		fmt.Fprintln(stderr, "posagent: restart failed:", xerr)
+		return 1
+	}
+	if err != nil {
+		log.Error("agent failed", "err", err)
+		return 1
+	}
+	return 0
+}
