@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,7 +118,19 @@ func (e *entry) command() *tmsproto.Command {
 
 func (e *entry) ack() tmsproto.Ack {
 	return tmsproto.Ack{ID: e.ID, CmdSeq: e.Seq, Kind: e.Kind, State: e.State, Progress: e.Progress,
-		Reason: e.Reason, Message: e.Message, Result: e.Result}
+		Reason: e.Reason, Message: clip(e.Message), Result: e.Result}
+}
+
+// maxMessage bounds an ack's message: a validation error lists every violation, and a
+// document with hundreds of them must not make an ack too large for the uplink.
+const maxMessage = 4 << 10
+
+func clip(s string) string {
+	if len(s) <= maxMessage {
+		return s
+	}
+	// Cut on a rune boundary: CBOR text must be valid UTF-8.
+	return strings.ToValidUTF8(s[:maxMessage], "") + "… (truncated)"
 }
 
 // New creates the dispatcher's buckets.
