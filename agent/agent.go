@@ -23,6 +23,7 @@ import (
 	"github.com/posagent/posagent/agent/outbox"
 	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/supervisor"
+	"github.com/posagent/posagent/agent/sysinfo"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmslink"
 	"github.com/posagent/posagent/agent/tmsproto"
@@ -59,6 +60,7 @@ type Agent struct {
 	link    *tmslink.Link
 	term    *termconfig.Store
 	sup     *supervisor.Supervisor
+	sys     *sysinfo.Collector
 	started time.Time
 
 	statsNow chan struct{}
@@ -72,7 +74,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: log, logs: opts.Logs, started: time.Now(),
+	a := &Agent{cfg: cfg, log: log, logs: opts.Logs, started: time.Now(), sys: sysinfo.New(cfg.DataDir),
 		statsNow: make(chan struct{}, 1), restart: make(chan struct{})}
 
 	if a.board, err = board.Open(cfg.Board, board.Options{Serial: cfg.DeviceID, DataDir: cfg.DataDir, Logger: log}); err != nil {

@@ -23,7 +23,7 @@ type Stats struct {
 	Config   uint64              `cbor:"config"`  // active terminal configuration version
 	Outbox   outbox.State        `cbor:"outbox"`
 	Link     tmslink.Status      `cbor:"link"`
-	System   sysinfo.Info        `cbor:"system"`
+	System   sysinfo.Snapshot    `cbor:"system"`
 	Hardware []board.DeviceState `cbor:"hardware"`
 	Services []ServiceInfo       `cbor:"services"`
 }
@@ -44,7 +44,7 @@ type ServiceInfo struct {
 }
 
 // Snapshot gathers the current statistics.
-func (a *Agent) Snapshot() Stats {
+func (a *Agent) Snapshot(ctx context.Context) Stats {
 	s := Stats{
 		Agent:    AgentInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, Target: buildinfo.Target()},
 		Device:   a.board.Identity(),
@@ -53,7 +53,7 @@ func (a *Agent) Snapshot() Stats {
 		Config:   a.term.Active().Version,
 		Outbox:   a.Outbox.State(),
 		Link:     a.link.Status(),
-		System:   sysinfo.Snapshot(a.cfg.DataDir),
+		System:   a.sys.Snapshot(ctx),
 		Hardware: a.board.Devices(),
 	}
 	for _, st := range a.sup.Status() {
@@ -63,7 +63,7 @@ func (a *Agent) Snapshot() Stats {
 }
 
 func (a *Agent) sendStats(ctx context.Context) (uint64, error) {
-	return a.Outbox.Append(ctx, tmsproto.StreamStats, "stats", a.Snapshot())
+	return a.Outbox.Append(ctx, tmsproto.StreamStats, "stats", a.Snapshot(ctx))
 }
 
 func (a *Agent) triggerStats() {

@@ -11,7 +11,7 @@ import (
 	"github.com/posagent/posagent/internal/tmsclient"
 )
 
-func configBody(t *testing.T, version uint64) []byte {
+func configBody(t testing.TB, version uint64) []byte {
 	t.Helper()
 	doc := termconfig.Default()
 	doc.Version = version

@@ -178,7 +178,7 @@ func TestConfigApplySurvivesPowerCuts(t *testing.T) {
 	})
 }
 
-func mustEncode(t *testing.T, d *termconfig.Document) []byte {
+func mustEncode(t testing.TB, d *termconfig.Document) []byte {
 	t.Helper()
 	b, err := termconfig.Encode(d)
 	if err != nil {

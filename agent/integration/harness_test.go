@@ -101,7 +101,7 @@ func burst(n uint64) func(context.Context, *agent.Agent) error {
 
 // env is one test's world: a broker, a TMS client watching the device, a signing key.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	broker *testbroker.Broker
 	tms    *tmsclient.Client
 	key    tmsclient.SignKey
@@ -113,7 +113,9 @@ type env struct {
 	checker *tmsclient.SeqChecker
 }
 
-func newEnv(t *testing.T, device string) *env {
+func newEnv(t *testing.T, device string) *env { return newEnvTB(t, device) }
+
+func newEnvTB(t testing.TB, device string) *env {
 	t.Helper()
 	e := &env{t: t, device: device, dir: t.TempDir(), checker: tmsclient.NewSeqChecker()}
 	e.broker = testbroker.Start(t, testbroker.Options{Devices: []string{device}})
@@ -151,8 +153,21 @@ func (e *env) observe(u tmsclient.Uplink) {
 	}
 }
 
-// configFile writes the agent's configuration and returns its path.
+// configFile writes the agent's configuration for the test broker and returns its path.
 func (e *env) configFile(extra string) string {
+	return e.writeConfig(e.broker.URL(), "30s", "1h", extra)
+}
+
+// configFileWithBroker points the agent at another URL (a proxy); mode "stats" sends stats
+// every second with a long keepalive, otherwise a 1 s keepalive with rare stats.
+func (e *env) configFileWithBroker(broker, mode string) string {
+	if mode == "stats" {
+		return e.writeConfig(broker, "600s", "1s", "")
+	}
+	return e.writeConfig(broker, "1s", "1h", "")
+}
+
+func (e *env) writeConfig(broker, keepalive, stats, extra string) string {
 	e.t.Helper()
 	cfg := fmt.Sprintf(`device_id = %q
 data_dir = %q
@@ -161,10 +176,10 @@ board = "sim"
 [tms]
 broker = %q
 password = %q
-keepalive = "30s"
+keepalive = %q
 backoff_base = "100ms"
 backoff_cap = "1s"
-stats_interval = "1h"
+stats_interval = %q
 
 [[tms.command_keys]]
 id = %q
@@ -173,13 +188,19 @@ public_key = %q
 [log]
 file = "-"
 %s
-`, e.device, filepath.Join(e.dir, "data"), e.broker.URL(), e.broker.DevicePassword(e.device),
+`, e.device, filepath.Join(e.dir, "data"), broker, e.broker.DevicePassword(e.device), keepalive, stats,
 		e.key.ID, tmsclient.PublicKeyBase64(e.key.Public()), extra)
 	path := filepath.Join(e.dir, "posagent.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
 	return path
+}
+
+func (e *env) resetUplinks() {
+	e.mu.Lock()
+	e.uplinks = nil
+	e.mu.Unlock()
 }
 
 // startInProcess runs the agent in this process until the test ends.
@@ -250,7 +271,7 @@ func (c *child) kill() {
 	c.done <- nil // keep the cleanup's receive from blocking
 }
 
-func (c *child) stop(t *testing.T) {
+func (c *child) stop(t testing.TB) {
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-c.done:
@@ -264,7 +285,7 @@ func (c *child) stop(t *testing.T) {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

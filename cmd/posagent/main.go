@@ -64,7 +64,7 @@ func runAgent(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "posagent:", err)
 		return 2
 	}
-	log, logFile, err := logging.New(logging.Options{
+	logs, err := logging.New(logging.Options{
 		Level: cfg.LogLevel(), Format: cfg.Log.Format, File: cfg.LogFile(),
 		MaxSize: int64(cfg.Log.MaxSize), Keep: cfg.Log.Keep, Stderr: stderr,
 	})
@@ -72,10 +72,11 @@ func runAgent(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "posagent:", err)
 		return 1
 	}
+	defer logs.Close()
+	log := logs.Logger
 	opts := agent.Options{Logger: log}
-	if logFile != nil {
-		defer logFile.Close()
-		opts.Logs = logFile
+	if cfg.LogFile() != "" {
+		opts.Logs = logs
 	}
 
 	// SIGTERM/SIGINT end the context; the agent then stops its services in order and commits
@@ -85,9 +86,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	err = agent.Run(ctx, cfg, opts)
 	if errors.Is(err, agent.ErrRestart) {
 		stop()
-		if logFile != nil {
-			logFile.Close()
-		}
+		logs.Close()
 		// A clean restart in place: same binary, same arguments, same pid under a service
 		// manager. Everything durable was committed by Run before it returned.
 		exe, xerr := os.Executable()

@@ -1,0 +1,158 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/posagent/posagent/agent/tmsproto"
+)
+
+// Problem is one thing wrong with a configuration.
+type Problem struct {
+	Key     string // dotted key, e.g. "tms.keepalive"
+	Message string
+}
+
+func (p Problem) String() string { return p.Key + ": " + p.Message }
+
+// ValidationError lists every problem found, so one edit fixes them all.
+type ValidationError struct {
+	Problems []Problem
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.String()
+	}
+	return "config: " + strings.Join(parts, "; ")
+}
+
+var tlsSchemes = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
+
+var brokerSchemes = map[string]bool{"tcp": true, "mqtt": true, "ws": true, "ssl": true, "tls": true, "mqtts": true, "wss": true}
+
+func validDeviceID(id string) error { return tmsproto.ValidDeviceID(id) }
+
+// Validate checks the whole configuration and returns a *ValidationError naming every problem,
+// or nil.
+func (c *Config) Validate() error {
+	var ps []Problem
+	bad := func(key, format string, args ...any) {
+		ps = append(ps, Problem{Key: key, Message: fmt.Sprintf(format, args...)})
+	}
+
+	if c.DeviceID != "" {
+		if err := validDeviceID(c.DeviceID); err != nil {
+			bad("device_id", "%v", err)
+		}
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if strings.TrimSpace(c.Board) == "" {
+		bad("board", "must not be empty")
+	}
+
+	t := &c.TMS
+	isTLS := false
+	if u, err := url.Parse(t.Broker); err != nil || u.Scheme == "" {
+		bad("tms.broker", "%q is not a URL such as tcp://host:1883 or ssl://host:8883", t.Broker)
+	} else {
+		scheme := strings.ToLower(u.Scheme)
+		isTLS = tlsSchemes[scheme]
+		if !brokerSchemes[scheme] {
+			bad("tms.broker", "scheme %q not supported (tcp, mqtt, ssl, tls, mqtts, ws, wss)", u.Scheme)
+		} else if host, port, err := net.SplitHostPort(u.Host); err != nil || host == "" || port == "" {
+			bad("tms.broker", "%q needs a host and a port", t.Broker)
+		}
+	}
+	if t.Username != "" && strings.ContainsAny(t.Username, "\x00\r\n") {
+		bad("tms.username", "contains control characters")
+	}
+	if t.Password != "" && t.PasswordFile != "" {
+		bad("tms.password", "set either password or password_file, not both")
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tms.cert_file", "cert_file and key_file go together (mutual TLS)")
+	}
+	if !isTLS {
+		// TLS settings on a plain connection mean the operator believes the link is protected.
+		for _, o := range []struct {
+			key string
+			set bool
+		}{
+			{"tms.ca_file", t.CAFile != ""}, {"tms.cert_file", t.CertFile != ""}, {"tms.key_file", t.KeyFile != ""},
+			{"tms.server_name", t.ServerName != ""}, {"tms.insecure_skip_verify", t.InsecureSkipVerify},
+		} {
+			if o.set {
+				bad(o.key, "is a TLS setting but tms.broker is not ssl://, tls://, mqtts:// or wss://")
+			}
+		}
+	}
+	positive := func(key string, d Duration, min time.Duration) {
+		if d.D() < min {
+			bad(key, "%v is below the minimum %v", d, min)
+		}
+	}
+	positive("tms.keepalive", t.KeepAlive, time.Second) // MQTT counts keepalive in whole seconds
+	positive("tms.ping_timeout", t.PingTimeout, time.Millisecond)
+	positive("tms.connect_timeout", t.ConnectTimeout, time.Millisecond)
+	positive("tms.backoff_base", t.BackoffBase, time.Millisecond)
+	positive("tms.backoff_cap", t.BackoffCap, time.Millisecond)
+	positive("tms.stats_interval", t.StatsInterval, time.Second)
+	if t.BackoffCap < t.BackoffBase {
+		bad("tms.backoff_cap", "%v is below backoff_base %v", t.BackoffCap, t.BackoffBase)
+	}
+	if t.KeepAlive.D() > 18*time.Hour {
+		bad("tms.keepalive", "%v is above the MQTT maximum of 65535s", t.KeepAlive)
+	}
+	if t.ReplayWindow < 1 || t.ReplayWindow > 1_000_000 {
+		bad("tms.replay_window", "%d is outside 1..1000000", t.ReplayWindow)
+	}
+	if _, err := c.CommandKeys(); err != nil {
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			bad(fmt.Sprintf("tms.command_keys[%d]", ke.Index), "%v", ke.Err)
+		} else {
+			bad("tms.command_keys", "%v", err)
+		}
+	}
+
+	o := &c.Outbox
+	if o.MaxRecords < 1 {
+		bad("outbox.max_records", "%d must be at least 1", o.MaxRecords)
+	}
+	if o.MaxBytes < 64<<10 {
+		bad("outbox.max_bytes", "%v is below the minimum 64KiB", o.MaxBytes)
+	}
+	if o.Inflight < 1 || o.Inflight > 65535 {
+		// MQTT packet ids are 16-bit: no more messages can be unacknowledged at once.
+		bad("outbox.inflight", "%d is outside 1..65535", o.Inflight)
+	}
+
+	l := &c.Log
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.Level)); err != nil {
+		bad("log.level", "%q is not debug, info, warn or error", l.Level)
+	}
+	if l.Format != "text" && l.Format != "json" {
+		bad("log.format", "%q is not text or json", l.Format)
+	}
+	if l.MaxSize < 4<<10 {
+		bad("log.max_size", "%v is below the minimum 4KiB", l.MaxSize)
+	}
+	if l.Keep < 0 || l.Keep > 100 {
+		bad("log.keep", "%d is outside 0..100", l.Keep)
+	}
+
+	if len(ps) > 0 {
+		return &ValidationError{Problems: ps}
+	}
+	return nil
+}

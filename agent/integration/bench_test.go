@@ -1,0 +1,237 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/internal/tmsclient"
+)
+
+// The benchmarks here run the real, stripped posagent binary as a separate process, as it
+// runs on a terminal.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func agentBinary(b *testing.B) string {
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "posagent-bench")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "posagent")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", binPath, "github.com/posagent/posagent/cmd/posagent")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		b.Fatal(binErr)
+	}
+	return binPath
+}
+
+func startBinary(b *testing.B, cfgPath string) *exec.Cmd {
+	cmd := exec.Command(agentBinary(b), "run", "--config", cfgPath)
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+func (e *env) onlineCount() int {
+	n := 0
+	for _, env := range e.stream(tmsproto.StreamOnline) {
+		var o tmsproto.Online
+		if tmsproto.Unmarshal(env.Body, &o) == nil && o.Online {
+			n++
+		}
+	}
+	return n
+}
+
+// BenchmarkStartToConnected: from exec of a fresh agent (empty data folder) to its retained
+// online record reaching the TMS.
+func BenchmarkStartToConnected(b *testing.B) {
+	e := newEnvTB(b, "BENCH-START")
+	agentBinary(b)
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		e.dir = b.TempDir()
+		cfg := e.configFile("")
+		before := e.onlineCount()
+		start := time.Now()
+		cmd := startBinary(b, cfg)
+		waitFor(b, 20*time.Second, "online", func() bool { return e.onlineCount() > before })
+		total += time.Since(start)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/connect")
+}
+
+// BenchmarkIdleAgentRSS: resident memory of a connected, idle agent after a minute
+// (POSAGENT_BENCH_IDLE overrides the wait).
+func BenchmarkIdleAgentRSS(b *testing.B) {
+	idle := time.Minute
+	if v := os.Getenv("POSAGENT_BENCH_IDLE"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			idle = d
+		}
+	}
+	e := newEnvTB(b, "BENCH-RSS")
+	var rss float64
+	for i := 0; i < b.N; i++ {
+		e.dir = b.TempDir()
+		cmd := startBinary(b, e.configFile(""))
+		waitFor(b, 20*time.Second, "online", func() bool { return e.onlineCount() > 0 })
+		time.Sleep(idle)
+		kb, err := vmRSS(cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rss = float64(kb) / 1024
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	b.ReportMetric(rss, "MiB-rss")
+}
+
+func vmRSS(pid int) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for %d", pid)
+}
+
+// countingProxy relays TCP between the agent and the broker, counting bytes and reads (a read
+// approximates a TCP segment on an idle link, where each packet travels alone).
+type countingProxy struct {
+	ln                 net.Listener
+	target             string
+	upBytes, downBytes atomic.Int64
+	upSegs, downSegs   atomic.Int64
+}
+
+func newCountingProxy(b *testing.B, target string) *countingProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &countingProxy{ln: ln, target: target}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go p.pipe(s, c, &p.upBytes, &p.upSegs)
+			go p.pipe(c, s, &p.downBytes, &p.downSegs)
+		}
+	}()
+	return p
+}
+
+func (p *countingProxy) pipe(dst, src net.Conn, n, segs *atomic.Int64) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			n.Add(int64(k))
+			segs.Add(1)
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *countingProxy) snapshot() (bytes, segs int64) {
+	return p.upBytes.Load() + p.downBytes.Load(), p.upSegs.Load() + p.downSegs.Load()
+}
+
+// BenchmarkIdleMobileData measures, through a byte-counting proxy, what an idle agent sends
+// and receives: one keepalive exchange and one stats message with its PUBACK, in MQTT bytes and
+// packets. It then projects a month at the default intervals (keepalive 300 s, stats 1 h),
+// adding TCP/IPv4 headers (52 bytes a segment with timestamps, plus one bare ACK per exchange)
+// and, for the TLS figure, 29 bytes of TLS 1.2 AES-GCM record overhead per packet.
+func BenchmarkIdleMobileData(b *testing.B) {
+	e := newEnvTB(b, "BENCH-DATA")
+	u, err := url.Parse(e.broker.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	proxy := newCountingProxy(b, u.Host)
+	proxyURL := "tcp://" + proxy.ln.Addr().String()
+	measure := func(extra string, window time.Duration) (int64, int64) {
+		e.dir = b.TempDir()
+		cfg := e.configFileWithBroker(proxyURL, extra)
+		cmd := startBinary(b, cfg)
+		waitFor(b, 20*time.Second, "online", func() bool { return e.onlineCount() > 0 })
+		time.Sleep(2 * time.Second) // start-up traffic (online, first stats, event) settles
+		b0, s0 := proxy.snapshot()
+		time.Sleep(window)
+		b1, s1 := proxy.snapshot()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		e.resetUplinks()
+		return b1 - b0, s1 - s0
+	}
+	var pingBytes, pingSegs, statsBytes, statsSegs float64
+	for i := 0; i < b.N; i++ {
+		// Keepalive only: 1 s keepalive, stats far away, 10 s window → ~10 exchanges.
+		kb, ks := measure("", 10*time.Second)
+		pingBytes, pingSegs = float64(kb)/10, float64(ks)/10
+		// Stats every second with keepalive far away: each stats message is publish + PUBACK.
+		sb, ss := measure("stats", 10*time.Second)
+		statsBytes, statsSegs = float64(sb)/10, float64(ss)/10
+	}
+	const month = 30 * 24 * 3600.0
+	const tcpHdr, tlsRec = 52.0, 29.0
+	pings, stats := month/300, month/3600
+	plain := pings*(pingBytes+pingSegs*tcpHdr+tcpHdr) + stats*(statsBytes+statsSegs*tcpHdr+tcpHdr)
+	tls := plain + pings*pingSegs*tlsRec + stats*statsSegs*tlsRec
+	b.ReportMetric(pingBytes, "B/keepalive")
+	b.ReportMetric(statsBytes, "B/stats")
+	b.ReportMetric(plain/1e6, "MB/month-tcp")
+	b.ReportMetric(tls/1e6, "MB/month-tls")
+}
