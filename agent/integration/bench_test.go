@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/tmsproto"
-	"github.com/posagent/posagent/internal/tmsclient"
 )
 
 // The benchmarks here run the real, stripped posagent binary as a separate process, as it

@@ -67,9 +67,13 @@ func run(dir, addr, agentBin string) error {
 		return err
 	}
 	keyPath := filepath.Join(dir, "keys", keyID+".key")
-	key, err := tmsclient.LoadSignKey(keyPath)
-	if errors.Is(err, os.ErrNotExist) {
-		key, err = tmsclient.GenerateKey(filepath.Join(dir, "keys"), keyID)
+	var key tmsclient.SignKey
+	if _, err = os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(keyPath), 0o700); err == nil {
+			key, err = tmsclient.GenerateKey(filepath.Dir(keyPath), keyID)
+		}
+	} else if err == nil {
+		key, err = tmsclient.LoadSignKey(keyPath)
 	}
 	if err != nil {
 		return fmt.Errorf("demo command key: %w", err)
