@@ -28,7 +28,8 @@ func (a *Agent) registerCommands() {
 		Run: a.configApply,
 	})
 	a.disp.Register("stats.now", command.Kind{
-		Check: emptyBody,
+		Check:      emptyBody,
+		Concurrent: true,
 		Run: func(ctx context.Context, req *command.Request) (any, error) {
 			seq, err := a.sendStats(ctx)
 			if err != nil {
@@ -49,7 +50,7 @@ func (a *Agent) registerCommands() {
 		// Only after the succeeded ack is durably queued, so it goes out after the restart.
 		Then: a.requestRestart,
 	})
-	a.disp.Register("logs.upload", command.Kind{Check: checkLogsUpload, Run: a.logsUpload})
+	a.disp.Register("logs.upload", command.Kind{Check: checkLogsUpload, Run: a.logsUpload, Concurrent: true})
 }
 
 func emptyBody(body []byte) (any, error) {

@@ -10,11 +10,13 @@
 package command
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +54,10 @@ type Kind struct {
 	Run func(ctx context.Context, req *Request) (result any, err error)
 	// Then, if set, runs after the final succeeded ack is durably queued (a restart, say).
 	Then func()
+	// Concurrent kinds run as soon as they are accepted. All others run one at a time in the
+	// order they were accepted, so config.apply v3 can never overtake v2 and an install never
+	// overlaps a reboot.
+	Concurrent bool
 }
 
 // Request is a command being executed.
@@ -90,10 +96,16 @@ type Options struct {
 
 // Dispatcher owns the commands bucket. Register kinds, then Run.
 type Dispatcher struct {
-	opts  Options
-	kinds map[string]Kind
-	wake  chan struct{}
-	wg    sync.WaitGroup
+	opts   Options
+	kinds  map[string]Kind
+	wake   chan struct{}
+	serial chan job // accepted non-concurrent commands, in order
+	wg     sync.WaitGroup
+}
+
+type job struct {
+	e       *entry
+	resumed bool
 }
 
 // entry is the journal record of a command id.
@@ -159,7 +171,8 @@ func New(opts Options) (*Dispatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("command: %w", err)
 	}
-	return &Dispatcher{opts: opts, kinds: map[string]Kind{}, wake: make(chan struct{}, 1)}, nil
+	return &Dispatcher{opts: opts, kinds: map[string]Kind{}, wake: make(chan struct{}, 1),
+		serial: make(chan job, MaxInbox)}, nil
 }
 
 // Register adds a command kind. Call before Run.
@@ -215,6 +228,23 @@ func (d *Dispatcher) Receive(ctx context.Context, raw []byte) error {
 // running handlers to return.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	defer d.wg.Wait()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		for {
+			// Jobs still queued at shutdown stay accepted in the journal and resume at the
+			// next start.
+			select {
+			case <-ctx.Done():
+				return
+			case j := <-d.serial:
+				if ctx.Err() != nil {
+					return
+				}
+				d.execute(ctx, j.e, j.resumed)
+			}
+		}
+	}()
 	if err := d.resume(ctx); err != nil {
 		return err
 	}
@@ -369,69 +399,82 @@ func (d *Dispatcher) transition(ctx context.Context, cmd *tmsproto.Command, stat
 	})
 }
 
-// start runs an accepted command in its own goroutine: a long OTA must not hold up stats.now.
+// start hands an accepted command to the serial queue, or to its own goroutine when its kind
+// is concurrent (stats.now must not wait behind a long OTA).
 func (d *Dispatcher) start(ctx context.Context, e *entry, resumed bool) {
+	if kind, ok := d.kinds[e.Kind]; ok && kind.Concurrent {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.execute(ctx, e, resumed)
+		}()
+		return
+	}
+	select {
+	case d.serial <- job{e: e, resumed: resumed}:
+	case <-ctx.Done():
+	}
+}
+
+// execute takes an accepted command to its final state.
+func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 	cmd := e.command()
 	kind, known := d.kinds[cmd.Kind]
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		log := d.opts.Logger.With("id", cmd.ID, "kind", cmd.Kind)
-		fail := func(reason tmsproto.Reason, err error) {
-			log.Warn("command failed", "reason", reason, "err", err)
-			if terr := d.transition(ctx, cmd, tmsproto.StateFailed, func(e *entry, a *tmsproto.Ack) {
-				e.Reason, e.Message, e.Progress = reason, err.Error(), 0
-				a.Reason, a.Message, a.Progress = reason, err.Error(), 0
-			}); terr != nil {
-				log.Error("recording command failure", "err", terr)
-			}
+	log := d.opts.Logger.With("id", cmd.ID, "kind", cmd.Kind)
+	fail := func(reason tmsproto.Reason, err error) {
+		log.Warn("command failed", "reason", reason, "err", err)
+		if terr := d.transition(ctx, cmd, tmsproto.StateFailed, func(e *entry, a *tmsproto.Ack) {
+			e.Reason, e.Message, e.Progress = reason, err.Error(), 0
+			a.Reason, a.Message, a.Progress = reason, err.Error(), 0
+		}); terr != nil {
+			log.Error("recording command failure", "err", terr)
 		}
-		if !known {
-			fail(tmsproto.ReasonInterrupted, fmt.Errorf("kind %q is no longer supported", cmd.Kind))
+	}
+	if !known {
+		fail(tmsproto.ReasonInterrupted, fmt.Errorf("kind %q is no longer supported", cmd.Kind))
+		return
+	}
+	body, err := kind.Check(cmd.Body)
+	if err != nil {
+		fail(tmsproto.ReasonInvalidBody, err)
+		return
+	}
+	if e.State != tmsproto.StateRunning {
+		if err := d.transition(ctx, cmd, tmsproto.StateRunning, nil); err != nil {
+			log.Error("recording command start", "err", err)
 			return
 		}
-		body, err := kind.Check(cmd.Body)
-		if err != nil {
-			fail(tmsproto.ReasonInvalidBody, err)
+	}
+	log.Info("command running", "resumed", resumed)
+	req := &Request{Command: cmd, Body: body, Resumed: resumed, d: d, last: e.Progress}
+	result, err := safeRun(ctx, kind.Run, req)
+	if ctx.Err() != nil && err != nil {
+		// Stopped by shutdown, not by failure: the journal still says running, so the next
+		// start resumes it.
+		log.Info("command interrupted by shutdown; it resumes at the next start")
+		return
+	}
+	if err != nil {
+		fail(tmsproto.ReasonExecFailed, err)
+		return
+	}
+	var raw cbor.RawMessage
+	if result != nil {
+		if raw, err = tmsproto.Marshal(result); err != nil {
+			fail(tmsproto.ReasonInternal, fmt.Errorf("encode result: %w", err))
 			return
 		}
-		if e.State != tmsproto.StateRunning {
-			if err := d.transition(ctx, cmd, tmsproto.StateRunning, nil); err != nil {
-				log.Error("recording command start", "err", err)
-				return
-			}
-		}
-		log.Info("command running", "resumed", resumed)
-		req := &Request{Command: cmd, Body: body, Resumed: resumed, d: d, last: e.Progress}
-		result, err := safeRun(ctx, kind.Run, req)
-		if ctx.Err() != nil && err != nil {
-			// Stopped by shutdown, not by failure: the journal still says running, so the next
-			// start resumes it.
-			log.Info("command interrupted by shutdown; it resumes at the next start")
-			return
-		}
-		if err != nil {
-			fail(tmsproto.ReasonExecFailed, err)
-			return
-		}
-		var raw cbor.RawMessage
-		if result != nil {
-			if raw, err = tmsproto.Marshal(result); err != nil {
-				fail(tmsproto.ReasonInternal, fmt.Errorf("encode result: %w", err))
-				return
-			}
-		}
-		if err := d.transition(ctx, cmd, tmsproto.StateSucceeded, func(e *entry, a *tmsproto.Ack) {
-			e.Result, a.Result, e.Progress, a.Progress = raw, raw, 100, 100
-		}); err != nil {
-			log.Error("recording command success", "err", err)
-			return
-		}
-		log.Info("command succeeded")
-		if kind.Then != nil {
-			kind.Then()
-		}
-	}()
+	}
+	if err := d.transition(ctx, cmd, tmsproto.StateSucceeded, func(e *entry, a *tmsproto.Ack) {
+		e.Result, a.Result, e.Progress, a.Progress = raw, raw, 100, 100
+	}); err != nil {
+		log.Error("recording command success", "err", err)
+		return
+	}
+	log.Info("command succeeded")
+	if kind.Then != nil {
+		kind.Then()
+	}
 }
 
 func safeRun(ctx context.Context, run func(context.Context, *Request) (any, error), req *Request) (result any, err error) {
@@ -462,6 +505,8 @@ func (d *Dispatcher) resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("command: resume: %w", err)
 	}
+	// The journal is keyed by id; run in the order the TMS numbered the commands.
+	slices.SortFunc(pending, func(a, b *entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, e := range pending {
 		d.opts.Logger.Info("resuming interrupted command", "id", e.ID, "kind", e.Kind, "state", e.State)
 		d.start(ctx, e, true)
@@ -483,7 +528,8 @@ func replayed(root, seqs *bolt.Bucket, seq uint64, window int) bool {
 }
 
 // rememberSeq records seq and forgets the oldest beyond the window, with its journal entry:
-// a repeat that old is refused as a replay anyway.
+// a repeat that old is refused as a replay anyway. A command that has not finished is never
+// forgotten (its journal entry is its state); the window stretches until it finishes.
 func rememberSeq(root, seqs *bolt.Bucket, seq uint64, id string, window int) error {
 	if err := seqs.Put(binary.BigEndian.AppendUint64(nil, seq), []byte(id)); err != nil {
 		return err
@@ -493,8 +539,14 @@ func rememberSeq(root, seqs *bolt.Bucket, seq uint64, id string, window int) err
 	for ; n > window; n-- {
 		c := seqs.Cursor()
 		_, oldID := c.First()
-		if err := journal.Delete(oldID); err != nil {
-			return err
+		if v := journal.Get(oldID); v != nil {
+			var e entry
+			if err := tmsproto.Unmarshal(v, &e); err == nil && !e.State.Final() {
+				break
+			}
+			if err := journal.Delete(oldID); err != nil {
+				return err
+			}
 		}
 		if err := c.Delete(); err != nil {
 			return err

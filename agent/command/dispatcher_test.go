@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -313,5 +315,30 @@ func TestPanicFailsAndInterruptedCommandResumes(t *testing.T) {
 	var res map[string]bool
 	if err := tmsproto.Unmarshal(a.Result, &res); err != nil || !res["resumed"] {
 		t.Fatalf("result %v %v", res, err)
+	}
+}
+
+func TestNonConcurrentKindsRunInAcceptanceOrder(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	r := newRig(t, t.TempDir(), key)
+	var mu sync.Mutex
+	var order []uint64
+	r.d.Register("ordered", Kind{Run: func(ctx context.Context, req *Request) (any, error) {
+		// Later commands would overtake earlier ones here if they ran side by side.
+		time.Sleep(time.Duration(10-req.Command.Seq) * 3 * time.Millisecond)
+		mu.Lock()
+		order = append(order, req.Command.Seq)
+		mu.Unlock()
+		return nil, nil
+	}})
+	defer r.stop()
+	for seq := uint64(1); seq <= 5; seq++ {
+		r.send(r.sign(tmsproto.Command{ID: fmt.Sprint("o", seq), Seq: seq, Kind: "ordered", Issued: r.now.Unix()}))
+	}
+	r.acks(15)
+	mu.Lock()
+	defer mu.Unlock()
+	if !eq(order, []uint64{1, 2, 3, 4, 5}) {
+		t.Fatalf("ran in order %v", order)
 	}
 }

@@ -55,7 +55,7 @@ func TestNoRecordLostAcrossKillsAndBrokerRestart(t *testing.T) {
 	const kills = 6
 	for i := 0; i < kills; i++ {
 		c := e.startChild(cfg, perStream)
-		time.Sleep(time.Duration(150+rng.IntN(900)) * time.Millisecond)
+		time.Sleep(time.Duration(400+rng.IntN(1600)) * time.Millisecond)
 		if i == kills/2 {
 			// The broker goes away under a running agent and comes back.
 			e.broker.Restart(t)
@@ -78,7 +78,9 @@ func TestNoRecordLostAcrossKillsAndBrokerRestart(t *testing.T) {
 	// Every stream the agent wrote, up to the last seq it handed out.
 	streams := append([]string{tmsproto.StreamStats, tmsproto.StreamAck}, burstStreams...)
 	last, queued := e.lastSeqs(streams)
+	before := e.onlineCount()
 	c = e.startChild(cfg, perStream) // drains whatever the stop left queued
+	waitFor(t, 20*time.Second, "agent online again", func() bool { return e.onlineCount() > before })
 	waitFor(t, time.Minute, "every stream complete to its last seq", func() bool {
 		for s, n := range last {
 			if n > 0 && !e.checker.Complete(dev, s, n) {
@@ -146,7 +148,9 @@ func TestConfigApplySurvivesPowerCuts(t *testing.T) {
 		c.kill()
 		e.checkActiveConfig(bodies)
 	}
+	before := e.onlineCount()
 	c := e.startChild(cfg, 0)
+	waitFor(t, 20*time.Second, "agent online again", func() bool { return e.onlineCount() > before })
 	defer c.stop(t)
 	for _, s := range sent {
 		e.finalAck(s.Match(), 0)
@@ -161,6 +165,9 @@ func TestConfigApplySurvivesPowerCuts(t *testing.T) {
 			}
 			if a.ID == s.Command.ID && a.State.Final() && !a.Duplicate {
 				finals[env.Seq] = a.State // keyed by ack seq: a re-sent record counts once
+				if a.State != tmsproto.StateSucceeded {
+					t.Logf("command %s: %s %s", a.ID, a.Reason, a.Message)
+				}
 			}
 		}
 		if len(finals) != 1 {
@@ -168,7 +175,7 @@ func TestConfigApplySurvivesPowerCuts(t *testing.T) {
 		}
 		for _, st := range finals {
 			if st != tmsproto.StateSucceeded {
-				t.Errorf("command %s: %s", s.Command.ID, st)
+				t.Errorf("command %s (seq %d): %s", s.Command.ID, s.Command.Seq, st)
 			}
 		}
 	}

@@ -193,20 +193,45 @@ func (l *Link) session(ctx context.Context) error {
 	}
 	lost := make(chan error, 1)
 	cmdTopic := tmsproto.CmdTopic(l.opts.DeviceID)
+	// paho hands messages over in order (OrderMatters) and must not be held up, so the
+	// handler only queues them; one writer commits each to the inbox, in arrival order, and
+	// only then sends its PUBACK. The queue is bounded in practice by the broker's in-flight
+	// window towards this client.
+	incoming := make(chan mqtt.Message, 256)
+	sessionDone := make(chan struct{})
+	defer close(sessionDone)
 	onMessage := func(_ mqtt.Client, m mqtt.Message) {
-		// paho calls this on its own goroutine per message (order does not matter): blocking
-		// for one fsync here is what makes the PUBACK mean "stored".
-		if m.Topic() != cmdTopic {
-			m.Ack()
-			return
+		select {
+		case incoming <- m:
+		case <-sessionDone:
 		}
-		if err := l.opts.Inbox.Receive(ctx, m.Payload()); err != nil {
-			l.log.Error("command not stored; it stays with the broker", "err", err)
-			return
-		}
-		l.commands.Add(1)
-		m.Ack()
 	}
+	go func() {
+		for {
+			var m mqtt.Message
+			select {
+			case m = <-incoming:
+			case <-sessionDone:
+				return
+			}
+			if m.Topic() != cmdTopic {
+				m.Ack()
+				continue
+			}
+			if err := l.opts.Inbox.Receive(ctx, m.Payload()); err != nil {
+				// Without its PUBACK the broker sends it again after a reconnect, in order;
+				// going on with later messages would reorder them.
+				l.log.Error("command not stored; reconnecting so the broker sends it again", "err", err)
+				select {
+				case lost <- fmt.Errorf("inbox: %w", err):
+				default:
+				}
+				return
+			}
+			l.commands.Add(1)
+			m.Ack()
+		}
+	}()
 	co := mqtt.NewClientOptions().
 		AddBroker(normalizeURL(l.opts.Broker)).
 		SetClientID(l.opts.DeviceID).
@@ -219,7 +244,7 @@ func (l *Link) session(ctx context.Context) error {
 		SetWriteTimeout(l.opts.ConnectTimeout).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetOrderMatters(false).
+		SetOrderMatters(true).
 		SetAutoAckDisabled(true).
 		SetMaxResumePubInFlight(l.opts.Inflight).
 		SetBinaryWill(tmsproto.UpTopic(l.opts.DeviceID, tmsproto.StreamOnline), will, 1, true).
