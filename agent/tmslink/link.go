@@ -315,6 +315,9 @@ func (l *Link) fail(err error) error {
 	return err
 }
 
+// deleteLinger is how long delivered records may wait to be deleted together.
+const deleteLinger = 20 * time.Millisecond
+
 // drain publishes outbox records in order, at most Inflight unacknowledged at a time, deletes
 // each on PUBACK, and returns when the connection is lost or ctx ends.
 func (l *Link) drain(ctx context.Context, client mqtt.Client, lost <-chan error) error {
@@ -335,6 +338,23 @@ func (l *Link) drain(ctx context.Context, client mqtt.Client, lost <-chan error)
 	go func() {
 		defer delWG.Done()
 		for keys := range toDelete {
+			// A delete that a crash loses only means a record is sent again, so deletes may
+			// wait a moment to share one commit (one fsync) instead of taking turns with the
+			// appends for the disk.
+			linger := time.NewTimer(deleteLinger)
+		collect:
+			for len(keys) < 1024 {
+				select {
+				case more, ok := <-toDelete:
+					if !ok {
+						break collect
+					}
+					keys = append(keys, more...)
+				case <-linger.C:
+					break collect
+				}
+			}
+			linger.Stop()
 			if err := l.opts.Outbox.Delete(context.WithoutCancel(ctx), keys...); err != nil {
 				// The records stay and are sent again later: a duplicate, never a loss.
 				l.log.Error("outbox delete failed", "err", err)

@@ -3,6 +3,7 @@ package tmslink
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func runOutboxOnce(b *testing.B, br *testbroker.Broker, dev string) time.Duratio
 	}
 	link, err := New(Options{DeviceID: dev, Broker: br.URL(), Password: br.DevicePassword(dev), Inflight: 32,
 		Backoff: backoff.Policy{Base: 50 * time.Millisecond, Cap: time.Second},
-		DB:      db, Commit: commit, Outbox: out, Inbox: discardInbox{}})
+		DB:      db, Commit: commit, Outbox: out, Inbox: discardInbox{}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
