@@ -133,6 +133,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		KeepAlive: cfg.TMS.KeepAlive.D(), PingTimeout: cfg.TMS.PingTimeout.D(), ConnectTimeout: cfg.TMS.ConnectTimeout.D(),
 		Backoff: cfg.Backoff(), Inflight: cfg.Outbox.Inflight, AgentVersion: buildinfo.Version,
 		DB: a.db, Commit: a.commit, Outbox: a.Outbox, Inbox: a.disp, Logger: log,
+		KeepAliveNow: a.tmsKeepAlive,
 	}); err != nil {
 		return err
 	}

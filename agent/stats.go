@@ -7,6 +7,7 @@ import (
 
 	"github.com/posagent/posagent/agent/buildinfo"
 	"github.com/posagent/posagent/agent/outbox"
+	"github.com/posagent/posagent/agent/supervisor"
 	"github.com/posagent/posagent/agent/sysinfo"
 	"github.com/posagent/posagent/agent/tmslink"
 	"github.com/posagent/posagent/agent/tmsproto"
@@ -25,7 +26,7 @@ type Stats struct {
 	Link     tmslink.Status      `cbor:"link"`
 	System   sysinfo.Snapshot    `cbor:"system"`
 	Hardware []board.DeviceState `cbor:"hardware"`
-	Services []ServiceInfo       `cbor:"services"`
+	Services []ServiceInfo       `cbor:"services,omitempty"` // only those not running cleanly
 }
 
 // AgentInfo names the running build.
@@ -56,7 +57,11 @@ func (a *Agent) Snapshot(ctx context.Context) Stats {
 		System:   a.sys.Snapshot(ctx),
 		Hardware: a.board.Devices(),
 	}
+	// Healthy services are the norm and not worth the air; only trouble is reported.
 	for _, st := range a.sup.Status() {
+		if st.State == supervisor.StateRunning && st.Restarts == 0 {
+			continue
+		}
 		s.Services = append(s.Services, ServiceInfo{Name: st.Name, State: string(st.State), Restarts: st.Restarts, LastError: st.LastError})
 	}
 	return s
@@ -76,10 +81,21 @@ func (a *Agent) triggerStats() {
 // statsInterval: the TMS-pushed configuration wins over the local file, so an operator can
 // tune a fleet's data use without touching terminals.
 func (a *Agent) statsInterval() time.Duration {
-	if s := a.term.Active().TMS.StatsIntervalSec; s > 0 {
+	// Only a document the TMS pushed (version > 0) overrides; the factory document's value is
+	// a default like the file's, and the file is the more specific of the two.
+	if doc := a.term.Active(); doc.Version > 0 && doc.TMS.StatsIntervalSec > 0 {
+		s := doc.TMS.StatsIntervalSec
 		return time.Duration(s) * time.Second
 	}
 	return a.cfg.TMS.StatsInterval.D()
+}
+
+// tmsKeepAlive is the keepalive of a TMS-pushed configuration, or 0 to use the local one.
+func (a *Agent) tmsKeepAlive() time.Duration {
+	if doc := a.term.Active(); doc.Version > 0 {
+		return time.Duration(doc.TMS.KeepaliveSec) * time.Second
+	}
+	return 0
 }
 
 // runStats sends statistics once at start, then every interval and on demand.

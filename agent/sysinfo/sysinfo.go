@@ -54,13 +54,11 @@ type Interface struct {
 }
 
 // GoRuntime are the Go runtime's own numbers, to watch the agent's memory budget.
+// Only the three that show a leak are sent: every field costs mobile data every hour.
 type GoRuntime struct {
-	Version    string `cbor:"version"`
 	Goroutines int    `cbor:"goroutines"`
 	HeapAlloc  uint64 `cbor:"heapAlloc"`
-	HeapSys    uint64 `cbor:"heapSys"`
-	Sys        uint64 `cbor:"sys"`
-	NumGC      uint32 `cbor:"numGC"`
+	Sys        uint64 `cbor:"sys"` // all memory the runtime holds from the OS
 }
 
 // Collector takes snapshots. The zero value is not usable; use New.
@@ -257,13 +255,17 @@ func interfaces() []Interface {
 	}
 	var out []Interface
 	for _, ifc := range ifs {
-		// Loopback says nothing about the terminal and costs mobile data every hour.
-		if ifc.Flags&net.FlagLoopback != 0 {
+		// Loopback and interfaces that are down say nothing about the terminal's link and
+		// cost mobile data every hour; so do link-local addresses.
+		if ifc.Flags&net.FlagLoopback != 0 || ifc.Flags&net.FlagUp == 0 {
 			continue
 		}
-		it := Interface{Name: ifc.Name, Up: ifc.Flags&net.FlagUp != 0, MAC: ifc.HardwareAddr.String()}
+		it := Interface{Name: ifc.Name, Up: true, MAC: ifc.HardwareAddr.String()}
 		if addrs, err := ifc.Addrs(); err == nil {
 			for _, a := range addrs {
+				if ipn, ok := a.(*net.IPNet); ok && (ipn.IP.IsLinkLocalUnicast() || ipn.IP.IsLoopback()) {
+					continue
+				}
 				it.Addrs = append(it.Addrs, a.String())
 			}
 		}
@@ -275,12 +277,5 @@ func interfaces() []Interface {
 func goRuntime() GoRuntime {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return GoRuntime{
-		Version:    runtime.Version(),
-		Goroutines: runtime.NumGoroutine(),
-		HeapAlloc:  ms.HeapAlloc,
-		HeapSys:    ms.HeapSys,
-		Sys:        ms.Sys,
-		NumGC:      ms.NumGC,
-	}
+	return GoRuntime{Goroutines: runtime.NumGoroutine(), HeapAlloc: ms.HeapAlloc, Sys: ms.Sys}
 }

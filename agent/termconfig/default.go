@@ -15,8 +15,8 @@ func Default() *Document {
 			SupervisorApproval:  []Operation{OpRefund, OpVoid},
 		},
 		TMS: TMSParameters{
-			StatsIntervalSec: 900,
-			KeepaliveSec:     60,
+			StatsIntervalSec: 3600,
+			KeepaliveSec:     300,
 			ReconnectMinSec:  5,
 			ReconnectMaxSec:  300,
 			LogUpload: LogUploadSchedule{

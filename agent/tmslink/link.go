@@ -57,12 +57,15 @@ type Options struct {
 	Logger *slog.Logger
 	// OnConnect, if set, is called after each successful connection (stats on connect, say).
 	OnConnect func()
+	// KeepAliveNow, if set, is asked at every connect and overrides KeepAlive when it returns
+	// more than zero: the TMS can tune a fleet's keepalive, effective from the next session.
+	KeepAliveNow func() time.Duration
 }
 
 // Status is what the link reports in statistics and diagnostics.
 type Status struct {
 	Connected   bool   `cbor:"connected"`
-	Broker      string `cbor:"broker"`
+	Broker      string `cbor:"-"` // the TMS knows where it is; not worth the air
 	Connects    uint64 `cbor:"connects"`
 	Failures    uint64 `cbor:"failures"` // failed connection attempts
 	Published   uint64 `cbor:"published"`
@@ -145,7 +148,7 @@ func (l *Link) Run(ctx context.Context) error {
 			return nil
 		}
 		// A session that stayed up for a while earns a fresh start of the backoff.
-		if time.Since(start) > 2*l.opts.KeepAlive || time.Since(start) > time.Minute {
+		if time.Since(start) > time.Minute {
 			attempt = 0
 		}
 		delay := l.opts.Backoff.Delay(attempt, nil)
@@ -238,7 +241,7 @@ func (l *Link) session(ctx context.Context) error {
 		SetUsername(l.opts.Username).
 		SetPassword(l.opts.Password).
 		SetCleanSession(false).
-		SetKeepAlive(l.opts.KeepAlive).
+		SetKeepAlive(l.keepAlive()).
 		SetPingTimeout(l.opts.PingTimeout).
 		SetConnectTimeout(l.opts.ConnectTimeout).
 		SetWriteTimeout(l.opts.ConnectTimeout).
@@ -305,6 +308,15 @@ func (l *Link) session(ctx context.Context) error {
 		return nil
 	}
 	return l.fail(err)
+}
+
+func (l *Link) keepAlive() time.Duration {
+	if l.opts.KeepAliveNow != nil {
+		if d := l.opts.KeepAliveNow(); d > 0 {
+			return d
+		}
+	}
+	return l.opts.KeepAlive
 }
 
 func (l *Link) fail(err error) error {
