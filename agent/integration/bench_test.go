@@ -28,7 +28,7 @@ var (
 	binErr  error
 )
 
-func agentBinary(b *testing.B) string {
+func agentBinary(b testing.TB) string {
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "posagent-bench")
 		if err != nil {
