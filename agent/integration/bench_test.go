@@ -2,8 +2,8 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -48,13 +48,27 @@ func agentBinary(b testing.TB) string {
 	return binPath
 }
 
-func startBinary(b *testing.B, cfgPath string) *exec.Cmd {
-	cmd := exec.Command(agentBinary(b), "run", "--config", cfgPath)
-	cmd.Stderr = io.Discard
+// startBinary runs the agent binary until the test ends; its output is shown if the test
+// fails.
+func startBinary(tb testing.TB, cfgPath string) *exec.Cmd {
+	tb.Helper()
+	cmd := exec.Command(agentBinary(tb), "run", "--config", cfgPath)
+	var out bytes.Buffer
+	var mu sync.Mutex
+	w := &lockedWriter{w: &out, mu: &mu}
+	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if tb.Failed() {
+			mu.Lock()
+			tb.Logf("agent output:\n%s", out.String())
+			mu.Unlock()
+		}
+	})
 	return cmd
 }
 

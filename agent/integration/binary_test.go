@@ -2,27 +2,20 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/broker"
+	"github.com/posagent/posagent/internal/testpki"
 	"github.com/posagent/posagent/internal/tmsclient"
 )
 
@@ -46,7 +39,6 @@ func TestRebootRestartsInPlaceAndLogsUpload(t *testing.T) {
 	}
 	const dev = "IT-BIN-1"
 	e := newEnv(t, dev)
-	bin := agentBinary(t)
 	cfg := e.writeConfig(e.broker.URL(), "30s", "1h", `level = "info"`)
 	// The log file is on ([log] file unset → <data_dir>/logs/agent.log): rewrite "-" away.
 	raw, err := os.ReadFile(cfg)
@@ -56,19 +48,7 @@ func TestRebootRestartsInPlaceAndLogsUpload(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(strings.Replace(string(raw), "file = \"-\"\n", "", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "run", "--config", cfg)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("agent stderr:\n%s", stderr.String())
-		}
-	}()
+	cmd := startBinary(t, cfg)
 	waitFor(t, 20*time.Second, "online", func() bool { return len(sessionOf(e)) > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -82,8 +62,9 @@ func TestRebootRestartsInPlaceAndLogsUpload(t *testing.T) {
 	}
 	// Same process (exec keeps the pid), a new session, a second agent.started event.
 	waitFor(t, 20*time.Second, "the agent back online", func() bool { return len(sessionOf(e)) >= 2 })
-	if cmd.ProcessState != nil {
-		t.Fatalf("the process exited: %v", cmd.ProcessState)
+	// Signal 0 probes the pid: the same process is still there, now running the new image.
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the agent's process is gone: %v", err)
 	}
 	waitFor(t, 10*time.Second, "second agent.started", func() bool {
 		n := 0
@@ -142,10 +123,9 @@ func TestMutualTLS(t *testing.T) {
 	}
 	const dev = "IT-TLS-1"
 	dir := t.TempDir()
-	pki := newPKI(t, dir)
-	serverCert := pki.issue(t, "broker", false)
-	pool := x509.NewCertPool()
-	pool.AddCert(pki.cert)
+	ca := testpki.NewCA(t)
+	serverCert := ca.Server(t, "broker")
+	pool := ca.Pool()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	b, err := broker.Start(ctx, broker.Options{
@@ -161,9 +141,7 @@ func TestMutualTLS(t *testing.T) {
 	defer b.Close()
 	brokerURL := "ssl://" + b.Addr()
 
-	clientCert := pki.issue(t, dev, true)
-	certFile, keyFile := filepath.Join(dir, "agent.crt"), filepath.Join(dir, "agent.key")
-	writeCert(t, certFile, keyFile, clientCert)
+	certFile, keyFile := testpki.WriteFiles(t, "agent", ca.Client(t, dev))
 	_, key, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +166,7 @@ public_key = %q
 
 [log]
 file = "-"
-`, dev, filepath.Join(dir, "data"), brokerURL, filepath.Join(dir, "ca.crt"), certFile, keyFile,
+`, dev, filepath.Join(dir, "data"), brokerURL, ca.File, certFile, keyFile,
 		tmsclient.PublicKeyBase64(sk.Public()))
 	cfgPath := filepath.Join(dir, "posagent.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -218,20 +196,7 @@ file = "-"
 	}
 	defer waiter.Stop()
 
-	cmd := exec.Command(agentBinary(t), "run", "--config", cfgPath)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("agent stderr:\n%s", stderr.String())
-		}
-	}()
+	startBinary(t, cfgPath)
 	// Commands queue at the broker only for a session that exists: wait for the first connect.
 	waitFor(t, 20*time.Second, "the agent online over TLS", func() bool { return online.Load() })
 	sent, err := tms.Send(cctx, dev, sk, tmsproto.Command{Kind: "stats.now"})
@@ -241,63 +206,5 @@ file = "-"
 	a, err := waiter.Await(cctx, sent.Match(), nil)
 	if err != nil || a.State != tmsproto.StateSucceeded {
 		t.Fatalf("stats.now over mutual TLS: %+v %v", a, err)
-	}
-}
-
-type pki struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newPKI(t testing.TB, dir string) *pki {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "posagent test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &pki{cert: cert, key: key}
-}
-
-var serial int64 = 1
-
-func (p *pki) issue(t testing.TB, cn string, client bool) tls.Certificate {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	if client {
-		tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func writeCert(t testing.TB, certFile, keyFile string, c tls.Certificate) {
-	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -65,14 +65,16 @@ func TestNoRecordLostAcrossKillsAndBrokerRestart(t *testing.T) {
 		t.Logf("kill %d: burst seqs seen so far %v", i+1, e.highest(burstStreams))
 	}
 	c := e.startChild(cfg, perStream)
-	waitFor(t, 3*time.Minute, "every burst record at the TMS", func() bool {
-		for _, s := range burstStreams {
-			if !e.checker.Complete(dev, s, perStream) {
-				return false
+	deadline := time.Now().Add(3 * time.Minute)
+	for !e.burstComplete(perStream) {
+		if time.Now().After(deadline) {
+			for _, r := range e.checker.Reports() {
+				t.Logf("%s/%s: highest %d, gaps %v", r.Device, r.Stream, r.Highest, r.Gaps)
 			}
+			t.Fatalf("not every burst record reached the TMS; agent log:\n%s", c.stderr.String())
 		}
-		return true
-	})
+		time.Sleep(50 * time.Millisecond)
+	}
 	c.stop(t)
 
 	// Every stream the agent wrote, up to the last seq it handed out.
@@ -98,6 +100,15 @@ func TestNoRecordLostAcrossKillsAndBrokerRestart(t *testing.T) {
 		dups += int(r.Duplicates)
 	}
 	t.Logf("last seqs %v, %d left queued at the stop, %d duplicates de-duplicated by seq", last, queued, dups)
+}
+
+func (e *env) burstComplete(n uint64) bool {
+	for _, s := range burstStreams {
+		if !e.checker.Complete(e.device, s, n) {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *env) highest(streams []string) map[string]uint64 {
@@ -130,6 +141,15 @@ func TestConfigApplySurvivesPowerCuts(t *testing.T) {
 	first := e.startChild(cfg, 0)
 	waitFor(t, 20*time.Second, "agent online", func() bool { return len(e.stream(tmsproto.StreamStats)) > 0 })
 	first.kill()
+	// The socket closes with the process: the broker publishes the Last Will at once.
+	waitFor(t, 10*time.Second, "the Last Will (online: false)", func() bool {
+		envs := e.stream(tmsproto.StreamOnline)
+		if len(envs) == 0 {
+			return false
+		}
+		var o tmsproto.Online
+		return tmsproto.Unmarshal(envs[len(envs)-1].Body, &o) == nil && !o.Online
+	})
 	const rounds = 8
 	for i := 0; i < rounds; i++ {
 		c := e.startChild(cfg, 0)

@@ -1,24 +1,18 @@
 package tmsclient
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/posagent/posagent/internal/testpki"
 )
 
 // testPKI is a throw-away CA with a server certificate for 127.0.0.1 and a client certificate,
-// written as PEM files.
+// the latter and the CA written as PEM files.
 type testPKI struct {
 	dir                   string
 	caFile                string
@@ -29,74 +23,10 @@ type testPKI struct {
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	caKey := genECKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{dir: dir, caFile: filepath.Join(dir, "ca.pem"), caPool: x509.NewCertPool()}
-	p.caPool.AddCert(ca)
-	writePEM(t, p.caFile, "CERTIFICATE", caDER)
-
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
-		key := genECKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	srvDER, srvKey := leaf(2, "broker", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)})
-	p.serverCert = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
-	cliDER, cliKey := leaf(3, "tms", x509.ExtKeyUsageClientAuth, nil)
-	p.clientCert = filepath.Join(dir, "client.pem")
-	p.clientKey = filepath.Join(dir, "client.key")
-	writePEM(t, p.clientCert, "CERTIFICATE", cliDER)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, p.clientKey, "PRIVATE KEY", keyDER)
+	ca := testpki.NewCA(t)
+	p := &testPKI{dir: t.TempDir(), caFile: ca.File, serverCert: ca.Server(t, "broker"), caPool: ca.Pool()}
+	p.clientCert, p.clientKey = testpki.WriteFiles(t, "client", ca.Client(t, "tms"))
 	return p
-}
-
-func genECKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestMutualTLS(t *testing.T) {
