@@ -50,15 +50,3 @@ func Open(dir string) (*DB, error) {
 	}
 	return db, nil
 }
-
-// Bucket returns the named top-level bucket, creating it in a writable transaction.
-func Bucket(tx *Tx, name []byte) (*bolt.Bucket, error) {
-	if tx.Writable() {
-		return tx.CreateBucketIfNotExists(name)
-	}
-	b := tx.Bucket(name)
-	if b == nil {
-		return nil, nil
-	}
-	return b, nil
-}
