@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"periph.io/x/conn/v3/gpio"
 )
 
 // Board is an opened board profile.
@@ -26,8 +28,17 @@ type Board interface {
 	Identity() Identity
 	// Devices is the current state of every device the board has.
 	Devices() []DeviceState
+	// Profile says which port and line is which device. It is shared: do not modify it.
+	Profile() Profile
+	// Pin is the GPIO line of function (a Line… constant), opened on first use and
+	// inverted where the profile says active-low, so High always means on or active. It is
+	// ErrNoLine when the board has no such line.
+	Pin(function string) (gpio.PinIO, error)
 	Close() error
 }
+
+// ErrNoLine is returned by Board.Pin for a function the board has no line for.
+var ErrNoLine = errors.New("board: no such GPIO line")
 
 // Identity is what the TMS knows a terminal by.
 type Identity struct {
@@ -64,6 +75,9 @@ type Options struct {
 	Serial string
 	// DataDir is the agent's data directory, for boards that keep state.
 	DataDir string
+	// Profile describes the devices of a board whose model has no built-in profile
+	// ("linux-generic"): everything from the agent's configuration. Model boards ignore it.
+	Profile *Profile
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+
+	"periph.io/x/conn/v3/gpio"
 )
 
 // The registry is process-global and never forgets; each run (-count=N) needs fresh names.
@@ -19,6 +21,10 @@ func (b *fakeBoard) Name() string           { return b.name }
 func (b *fakeBoard) Identity() Identity     { return Identity{Serial: b.serial} }
 func (b *fakeBoard) Devices() []DeviceState { return nil }
 func (b *fakeBoard) Close() error           { return nil }
+func (b *fakeBoard) Profile() Profile       { return Profile{Name: b.name} }
+func (b *fakeBoard) Pin(string) (gpio.PinIO, error) {
+	return nil, ErrNoLine
+}
 
 func TestRegistry(t *testing.T) {
 	a, bName := fresh("test-a"), fresh("test-b")

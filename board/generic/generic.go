@@ -1,9 +1,10 @@
-// Package generic is the board profile for any Linux or Android device: it finds the
-// identity the platform publishes and has no devices of its own (a terminal model's profile
-// adds them).
+// Package generic is the board for any Linux or Android device: it finds the identity the
+// platform publishes, and takes its devices from a profile — the one the configuration
+// gives ("linux-generic", also registered as "generic"), or a terminal model's (board/profiles
+// opens model boards through New).
 //
-// Sources, first non-empty wins: Android properties (getprop), the device tree (ARM boards)
-// and DMI (x86 machines). Options.Serial overrides the serial number.
+// Identity sources, first non-empty wins: Android properties (getprop), the device tree
+// (ARM boards) and DMI (x86 machines). Options.Serial overrides the serial number.
 package generic
 
 import (
@@ -16,44 +17,92 @@ import (
 	"time"
 	"unicode"
 
+	"periph.io/x/conn/v3/gpio"
+
 	"github.com/posagent/posagent/board"
+	"github.com/posagent/posagent/board/linuxgpio"
 )
 
-// Name is the name the profile is registered under.
-const Name = "generic"
+// Names the board is registered under: "generic" is the configuration's default and stays
+// for existing files; "linux-generic" says what it is.
+const (
+	Name         = "generic"
+	LinuxGeneric = "linux-generic"
+)
 
 func init() {
-	board.Register(Name, func(o board.Options) (board.Board, error) { return Open(o), nil })
+	for _, name := range []string{Name, LinuxGeneric} {
+		board.Register(name, func(o board.Options) (board.Board, error) {
+			p := board.Profile{Name: LinuxGeneric}
+			if o.Profile != nil {
+				p = *o.Profile
+			}
+			return New(name, o, p)
+		})
+	}
 }
 
-// Board is the generic profile.
+// Board is a Linux or Android device with a profile.
 type Board struct {
-	id board.Identity
+	name    string
+	id      board.Identity
+	profile board.Profile
+	lines   *linuxgpio.Lines
 }
 
-// Open reads the identity of the machine it runs on.
-func Open(o board.Options) *Board {
-	id := discover("/", getprop)
+// New opens a board registered as name with profile p. Vendor and model fall back to the
+// profile's when the platform publishes none. GPIO lines are opened on first use.
+func New(name string, o board.Options, p board.Profile) (*Board, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	id := Discover("/")
 	if o.Serial != "" {
 		id.Serial = o.Serial
 	}
-	b := &Board{id: id}
-	o.Log().Info("board identity", "board", Name, "vendor", id.Vendor, "model", id.Model,
+	if id.Vendor == "" {
+		id.Vendor = p.Vendor
+	}
+	if id.Model == "" {
+		id.Model = p.Model
+	}
+	b := &Board{name: name, id: id, profile: p, lines: linuxgpio.New(p.GPIO)}
+	o.Log().Info("board identity", "board", name, "profile", p.Name, "vendor", id.Vendor, "model", id.Model,
 		"serial", id.Serial, "revision", id.Revision)
-	return b
+	if len(p.Confirm) > 0 {
+		o.Log().Warn("board profile not confirmed on this hardware revision", "profile", p.Name, "confirm", p.Confirm)
+	}
+	return b, nil
 }
 
 // Name implements board.Board.
-func (b *Board) Name() string { return Name }
+func (b *Board) Name() string { return b.name }
 
 // Identity implements board.Board.
 func (b *Board) Identity() board.Identity { return b.id }
 
-// Devices implements board.Board: the generic profile knows of none.
+// Devices implements board.Board. The board itself observes none of its devices; their
+// drivers report their states.
 func (b *Board) Devices() []board.DeviceState { return nil }
 
-// Close implements board.Board.
-func (b *Board) Close() error { return nil }
+// Profile implements board.Board.
+func (b *Board) Profile() board.Profile { return b.profile }
+
+// Pin implements board.Board.
+func (b *Board) Pin(function string) (gpio.PinIO, error) { return b.lines.Pin(function) }
+
+// Close implements board.Board: it releases the GPIO lines.
+func (b *Board) Close() error { return b.lines.Close() }
+
+// Discover reads the identity of the machine whose root file system is at root ("/" but
+// in tests), with Android properties from getprop.
+func Discover(root string) board.Identity { return discover(root, getprop) }
+
+// Models are the two strings detection recognises a terminal model by: Android's
+// ro.product.model and the device tree's model, cleaned; either may be empty.
+func Models(root string) (android, deviceTree string) {
+	return clean(getprop("ro.product.model")), clean(readValue(filepath.Join(root, "proc/device-tree/model")))
+}
 
 // discover reads identity files under root; prop reads an Android property ("" if none).
 func discover(root string, prop func(string) string) board.Identity {

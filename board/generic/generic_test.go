@@ -1,12 +1,15 @@
 package generic
 
 import (
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/posagent/posagent/board"
+	"github.com/posagent/posagent/drivers/serial"
 )
 
 func writeTree(t *testing.T, files map[string]string) string {
@@ -98,7 +101,36 @@ func TestRegisteredAndSerialOverride(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if b.Name() != Name || b.Identity().Serial != "OVERRIDE1" || len(b.Devices()) != 0 {
-		t.Errorf("board %s identity %+v devices %v", b.Name(), b.Identity(), b.Devices())
+	if b.Name() != Name || b.Identity().Serial != "OVERRIDE1" || len(b.Devices()) != 0 || b.Profile().Name != LinuxGeneric {
+		t.Errorf("board %s identity %+v devices %v profile %q", b.Name(), b.Identity(), b.Devices(), b.Profile().Name)
+	}
+	if _, err := b.Pin(board.LineDock); !errors.Is(err, board.ErrNoLine) {
+		t.Errorf("pin of an empty profile: %v", err)
+	}
+}
+
+// linux-generic takes its devices from the configuration's profile.
+func TestLinuxGenericFromConfiguredProfile(t *testing.T) {
+	n := 17
+	p := &board.Profile{
+		Name:   "my-kiosk",
+		Vendor: "Acme", Model: "Kiosk 1",
+		Serial: []board.SerialDevice{{Name: "printer", Kind: board.KindPrinter, Port: serial.Config{Path: "/dev/ttyUSB0", Baud: 115200}}},
+		GPIO:   []board.GPIOLine{{Function: board.LineDrawer, Number: &n}},
+	}
+	b, err := board.Open(LinuxGeneric, board.Options{Profile: p, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Name() != LinuxGeneric || b.Profile().Name != "my-kiosk" {
+		t.Errorf("board %s profile %+v", b.Name(), b.Profile())
+	}
+	if d, ok := b.Profile().Device("printer"); !ok || d.Port.Path != "/dev/ttyUSB0" {
+		t.Errorf("printer %+v", d)
+	}
+	bad := &board.Profile{Name: "bad", GPIO: []board.GPIOLine{{Function: "laser"}}}
+	if _, err := board.Open(LinuxGeneric, board.Options{Profile: bad}); !errors.Is(err, board.ErrProfile) {
+		t.Errorf("invalid configured profile: %v", err)
 	}
 }

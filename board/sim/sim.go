@@ -2,12 +2,17 @@
 // fakes that tests and the demo control. Drivers use them exactly as they would use the real
 // ones — the sensors are periph gpio.PinIO inputs — so the code above the board cannot tell.
 //
-// Devices so far: a dock-presence input and a paper-low input. More (printer, PIN pad, card
-// reader emulators on pseudo-terminals) join as entries of the devices list.
+// Devices so far: a dock-presence input and a paper-low input, and output lines for a green
+// and a red status LED, the buzzer and the cash-drawer kick that remember what drivers did
+// with them. More (printer, PIN pad, card reader emulators on pseudo-terminals) join as
+// entries of the devices list and of the profile's serial devices.
 package sim
 
 import (
+	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -44,6 +49,8 @@ type Board struct {
 
 	dock  *input
 	paper *input
+
+	green, red, buzzer, drawer *OutputPin
 }
 
 // input is a simulated two-state sensor on a GPIO line.
@@ -77,9 +84,53 @@ func New(o board.Options) *Board {
 		// paper sensor goes high when the roll runs low.
 		dock:  &input{name: SensorDock, kind: board.KindSensor, pin: newPin("SIM_DOCK", 1, gpio.High), high: "docked", low: "undocked"},
 		paper: &input{name: SensorPaperLow, kind: board.KindSensor, pin: newPin("SIM_PAPER_LOW", 2, gpio.Low), high: "low", low: board.StateOK},
+
+		green:  newOutput("SIM_LED_GREEN", 3),
+		red:    newOutput("SIM_LED_RED", 4),
+		buzzer: newOutput("SIM_BUZZER", 5),
+		drawer: newOutput("SIM_DRAWER", 6),
 	}
 	return b
 }
+
+// Profile implements board.Board. The lines are active-high; serial devices join when the
+// emulators are attached.
+func (b *Board) Profile() board.Profile {
+	p := board.Profile{Name: Name, Vendor: Vendor, Model: Model}
+	for fn, pin := range b.pins() {
+		p.GPIO = append(p.GPIO, board.GPIOLine{Function: fn, Chip: "sim", Name: pin.Name()})
+	}
+	slices.SortFunc(p.GPIO, func(a, b board.GPIOLine) int { return strings.Compare(a.Function, b.Function) })
+	return p
+}
+
+func (b *Board) pins() map[string]gpio.PinIO {
+	return map[string]gpio.PinIO{
+		board.LineDock:      b.dock.pin,
+		board.LinePaperLow:  b.paper.pin,
+		board.LineStatusLED: b.green,
+		board.LineErrorLED:  b.red,
+		board.LineBuzzer:    b.buzzer,
+		board.LineDrawer:    b.drawer,
+	}
+}
+
+// Pin implements board.Board.
+func (b *Board) Pin(function string) (gpio.PinIO, error) {
+	if p, ok := b.pins()[function]; ok {
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w: %s", board.ErrNoLine, function)
+}
+
+// StatusLEDs are the green and red status LED lines.
+func (b *Board) StatusLEDs() (green, red *OutputPin) { return b.green, b.red }
+
+// Buzzer is the buzzer's line.
+func (b *Board) Buzzer() *OutputPin { return b.buzzer }
+
+// Drawer is the cash drawer's kick line.
+func (b *Board) Drawer() *OutputPin { return b.drawer }
 
 // Name implements board.Board.
 func (b *Board) Name() string { return Name }

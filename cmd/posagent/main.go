@@ -19,6 +19,7 @@ import (
 
 	// Boards register themselves.
 	_ "github.com/posagent/posagent/board/generic"
+	_ "github.com/posagent/posagent/board/profiles"
 	_ "github.com/posagent/posagent/board/sim"
 )
 

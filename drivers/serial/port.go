@@ -5,6 +5,11 @@
 // Drivers depend on Port only, never on a device file, so the same driver runs against real
 // hardware, a device emulator on the other end of a pseudo-terminal (board/sim), or, in the
 // innermost unit tests, a fake.
+//
+// Open sets a port up from a Config (go.bug.st/serial underneath); Reopen gives a
+// Reconnecting port that outlives unplugs and reports them; serialtest opens a
+// pseudo-terminal line as a Port for driver tests. After a port's own Close every call
+// returns ErrClosed, which is not ErrGone.
 package serial
 
 import (
