@@ -36,9 +36,14 @@ func Open(dir, name string) (*Line, error) {
 }
 
 func (l *Line) open() error {
-	master, slave, err := pty.Open()
+	raw, slave, err := pty.Open()
 	if err != nil {
 		return fmt.Errorf("pty: %w", err)
+	}
+	master, err := pollable(raw)
+	if err != nil {
+		slave.Close()
+		return err
 	}
 	// Raw mode: a serial line carries bytes, not text; no echo, no CR/LF translation.
 	if err := makeRaw(slave); err != nil {
@@ -62,6 +67,22 @@ func (l *Line) open() error {
 	l.master, l.slave = master, slave
 	l.mu.Unlock()
 	return nil
+}
+
+// pollable re-opens the emulator's end under Go's poller. creack/pty hands it over in blocking
+// mode, where Close cannot interrupt a goroutine blocked in Read: an Unplug would then go
+// unnoticed by the emulator and, through it, by the driver.
+func pollable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("pty: dup: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pty: %w", err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 func makeRaw(f *os.File) error {

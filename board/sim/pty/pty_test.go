@@ -34,7 +34,23 @@ func TestBytesCrossTheLineExactlyAndUnplugIsSeen(t *testing.T) {
 		t.Fatalf("emulator → device: %v", err)
 	}
 
+	// An emulator blocked reading its end is released by the unplug.
+	em := l.Emulator()
+	released := make(chan error, 1)
+	go func() {
+		_, err := em.Read(make([]byte, 1))
+		released <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
 	l.Unplug()
+	select {
+	case err := <-released:
+		if err == nil {
+			t.Fatal("emulator read succeeded after unplug")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("emulator read still blocked after unplug")
+	}
 	_ = dev.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := dev.Read(got); err == nil {
 		t.Fatal("read after unplug succeeded")
