@@ -62,6 +62,10 @@ type Options struct {
 	// Logger receives the broker's logs; nil means slog.Default(). Packets are logged as
 	// summaries without payloads or passwords.
 	Logger *slog.Logger
+
+	// testHooks are added ahead of the broker's own hooks, so that tests can stop mochi at a
+	// chosen point (see export_test.go).
+	testHooks []mqtt.Hook
 }
 
 // OptionsError reports an unusable option.
@@ -113,6 +117,10 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 	// mochi keeps offline messages in the client's in-flight store and refuses new ones once
 	// it holds MaximumInflight, which is the per-client bound we want.
 	caps.MaximumInflight = uint16(maxQueued)
+	// mochi drops (and forgets) a QoS 1/2 message it cannot put on a connected client's write
+	// queue at once; make that queue hold a full in-flight store on top of its default, so a
+	// slow subscriber is bounded by MaxQueued alone.
+	caps.MaximumClientWritesPending += int32(maxQueued)
 	// mochi would otherwise silently drop queued and retained messages after a day; a
 	// terminal may be offline (and its presence retained) far longer, and Mosquitto keeps them.
 	caps.MaximumMessageExpiryInterval = 0
@@ -123,23 +131,36 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		// $SYS topics are closed to every user by the ACL; refreshing them often is waste.
 		SysTopicResendInterval: 3600,
 	})
+	for _, h := range opts.testHooks {
+		if err := srv.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("broker: test hook: %w", err)
+		}
+	}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: access hook: %w", err)
 	}
 	if err := srv.AddHook(&resendOrder{srv: srv}, nil); err != nil {
 		return nil, fmt.Errorf("broker: order hook: %w", err)
 	}
+	handover := newHandover(srv)
 	if opts.DataDir != "" {
 		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("broker: data dir: %w", err)
 		}
-		if err := srv.AddHook(newSessionStore(filepath.Join(opts.DataDir, dbFile)), nil); err != nil {
+		store := newSessionStore(filepath.Join(opts.DataDir, dbFile), srv)
+		if err := srv.AddHook(store, nil); err != nil {
 			_ = srv.Close()
 			return nil, fmt.Errorf("broker: session store: %w", err)
 		}
+		handover.persist = store.saveInflight
+	}
+	// After the store: a message is written to disk before its routing waits for a handover.
+	if err := srv.AddHook(handover, nil); err != nil {
+		_ = srv.Close()
+		return nil, fmt.Errorf("broker: handover hook: %w", err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: addr, TLSConfig: opts.TLS})
-	if err := srv.AddListener(tcp); err != nil {
+	if err := srv.AddListener(&trackedListener{Listener: tcp, ended: handover.connectionEnded}); err != nil {
 		_ = srv.Close()
 		return nil, fmt.Errorf("broker: listen on %s: %w", addr, err)
 	}

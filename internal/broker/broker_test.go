@@ -86,6 +86,8 @@ type conn struct {
 	persistent          bool
 	tls                 *tls.Config
 	willTopic           string
+	// manualAck leaves every received message unacknowledged, so that it stays queued.
+	manualAck bool
 }
 
 func dial(t testing.TB, c conn) (*client, error) {
@@ -100,6 +102,7 @@ func dial(t testing.TB, c conn) (*client, error) {
 		SetCleanSession(!c.persistent).
 		SetAutoReconnect(false).
 		SetConnectTimeout(wait).
+		SetAutoAckDisabled(c.manualAck).
 		// In order, so that tests can check the broker's ordering; the handler never blocks.
 		SetOrderMatters(true).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {

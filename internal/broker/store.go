@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -22,9 +23,16 @@ import (
 // It replaces mochi's own bolt hook, which stores in-flight messages without their packet id
 // (so after a restart they collapse into one entry and the resend fails) and persists refused
 // subscriptions. Clean sessions never touch the disk: they die with the connection anyway.
+// On a graceful stop the queues are written once more exactly as they are in memory (see
+// OnStopped), so a restart restores what the broker had, whatever raced with a takeover.
 type sessionStore struct {
 	mqtt.HookBase
 	path string
+	// srv is read when the broker stops, to write the final queues.
+	srv *mqtt.Server
+	// loaded is set once mochi has read the stored queues: before that the queues in memory
+	// are not the whole state, and must not replace the stored ones (a failed Start).
+	loaded atomic.Bool
 
 	// mu makes Stop wait for operations in progress; mochi's event loop may still call a
 	// hook while the server is closing.
@@ -43,7 +51,9 @@ var (
 // errStoreClosed is returned by Stored* calls made after Stop.
 var errStoreClosed = errors.New("session store closed")
 
-func newSessionStore(path string) *sessionStore { return &sessionStore{path: path} }
+func newSessionStore(path string, srv *mqtt.Server) *sessionStore {
+	return &sessionStore{path: path, srv: srv}
+}
 
 func (s *sessionStore) ID() string { return "posagent-session-store" }
 
@@ -52,7 +62,7 @@ func (s *sessionStore) Provides(b byte) bool {
 	case mqtt.OnSessionEstablished, mqtt.OnWillSent, mqtt.OnDisconnect, mqtt.OnClientExpired,
 		mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
-		mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
+		mqtt.OnRetainMessage, mqtt.OnRetainedExpired, mqtt.OnStopped,
 		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages:
 		return true
 	}
@@ -288,9 +298,25 @@ func message(pk packets.Packet, t, id, client string) *storage.Message {
 }
 
 func (s *sessionStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
-	// An inbound QoS 1 PUBLISH is acknowledged and forgotten within one call; storing its
-	// PUBACK would cost two fsyncs for nothing.
-	if !persistent(cl) || pk.FixedHeader.Type == packets.Puback {
+	switch {
+	case pk.FixedHeader.Type == packets.Puback:
+		// An inbound QoS 1 PUBLISH is acknowledged and forgotten within one call; storing
+		// its PUBACK would cost two fsyncs for nothing.
+		return
+	case pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Dup:
+		// mochi re-sending a queue: each message was stored when it was queued.
+		return
+	case pk.FixedHeader.Type == packets.Publish && cl.IsTakenOver():
+		// Queued on a session object a new connection is replacing: the handover hook
+		// moves it to the new connection and stores it there, under its new packet id.
+		return
+	}
+	s.saveInflight(cl, pk)
+}
+
+// saveInflight stores pk in cl's queue under its packet id.
+func (s *sessionStore) saveInflight(cl *mqtt.Client, pk packets.Packet) {
+	if !persistent(cl) {
 		return
 	}
 	key := inflightKey(cl.ID, pk.PacketID)
@@ -312,7 +338,49 @@ func (s *sessionStore) deleteInflight(cl *mqtt.Client, pk packets.Packet) {
 
 func (s *sessionStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { s.deleteInflight(cl, pk) }
 
-func (s *sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { s.deleteInflight(cl, pk) }
+func (s *sessionStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	// mochi clears a taken-over session object after copying its queue to the new
+	// connection, which goes on with the same packet ids: the stored queue is still the
+	// session's. (Deleting it also cost one fsync per message while the takeover was held.)
+	if cl.IsTakenOver() {
+		return
+	}
+	s.deleteInflight(cl, pk)
+}
+
+// OnStopped runs once every connection has ended, before Stop: the queues in memory are what
+// a restart must restore, so the stored ones are replaced by them in one transaction. This
+// settles whatever the per-message writes could not order exactly against a session takeover
+// (a message stored just after its session's copy was acknowledged, or stored under a packet
+// id the new connection reuses).
+func (s *sessionStore) OnStopped() {
+	if !s.loaded.Load() {
+		return
+	}
+	s.update("write queues", func(tx *bbolt.Tx) error {
+		if err := tx.DeleteBucket(bucketInflight); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketInflight); err != nil {
+			return err
+		}
+		for _, cl := range s.srv.Clients.GetAll() {
+			if !persistent(cl) {
+				continue
+			}
+			for _, pk := range cl.State.Inflight.GetAll(false) {
+				if pk.FixedHeader.Type == packets.Puback {
+					continue
+				}
+				key := inflightKey(cl.ID, pk.PacketID)
+				if err := put(tx, bucketInflight, key, message(pk, storage.InflightKey, string(key), cl.ID)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
 
 func (s *sessionStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 	key := []byte(pk.TopicName)
@@ -362,7 +430,9 @@ func (s *sessionStore) StoredSubscriptions() ([]storage.Subscription, error) {
 }
 
 func (s *sessionStore) StoredInflightMessages() ([]storage.Message, error) {
-	return load[storage.Message](s, bucketInflight)
+	msgs, err := load[storage.Message](s, bucketInflight)
+	s.loaded.Store(err == nil)
+	return msgs, err
 }
 
 func (s *sessionStore) StoredRetainedMessages() ([]storage.Message, error) {
