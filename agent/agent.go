@@ -20,6 +20,7 @@ import (
 	"github.com/posagent/posagent/agent/buildinfo"
 	"github.com/posagent/posagent/agent/command"
 	"github.com/posagent/posagent/agent/config"
+	"github.com/posagent/posagent/agent/hardware"
 	"github.com/posagent/posagent/agent/outbox"
 	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/supervisor"
@@ -59,6 +60,7 @@ type Agent struct {
 	disp    *command.Dispatcher
 	link    *tmslink.Link
 	term    *termconfig.Store
+	hw      *hardware.Manager
 	sup     *supervisor.Supervisor
 	sys     *sysinfo.Collector
 	started time.Time
@@ -118,6 +120,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		ReplayWindow: cfg.TMS.ReplayWindow, Logger: log.With("svc", "command")}); err != nil {
 		return err
 	}
+	backoff := cfg.Backoff()
+	a.hw = hardware.New(hardware.Options{
+		Board:   a.board,
+		Backoff: func(attempt int) time.Duration { return backoff.Delay(attempt, nil) },
+		Event:   a.event,
+		// a.link is set below, before any service runs.
+		Online: func() bool { return a.link.Status().Connected },
+		Logger: log,
+	})
 	a.registerCommands()
 
 	password, err := cfg.Password()
@@ -143,6 +154,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		"commands": a.disp.Run,
 		"tmslink":  a.link.Run,
 		"stats":    a.runStats,
+		"hardware": a.hw.Run,
 	}
 	for name, run := range opts.Services {
 		services[name] = func(ctx context.Context) error { return run(ctx, a) }

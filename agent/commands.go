@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/command"
+	"github.com/posagent/posagent/agent/hardware"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
 )
@@ -51,11 +52,34 @@ func (a *Agent) registerCommands() {
 		Then: a.requestRestart,
 	})
 	a.disp.Register("logs.upload", command.Kind{Check: checkLogsUpload, Run: a.logsUpload, Concurrent: true})
+	// Not concurrent: a self-test beeps, writes on the PIN pad and blinks the LEDs.
+	a.disp.Register("selftest", command.Kind{Check: emptyBody, Run: a.selfTest})
 }
 
 func emptyBody(body []byte) (any, error) {
 	var v struct{}
 	return nil, tmsproto.Unmarshal(body, &v)
+}
+
+// selfTest tests every device, reporting progress per device. A failed device fails the
+// command; the per-device results are the result either way, and a summary is the message.
+func (a *Agent) selfTest(ctx context.Context, req *command.Request) (any, error) {
+	var perr error
+	results := a.hw.SelfTest(ctx, func(done, total int) {
+		if done < total && perr == nil {
+			perr = req.Progress(ctx, done*100/total)
+		}
+	})
+	if perr != nil {
+		return nil, perr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // stopping: the command resumes at the next start
+	}
+	if hardware.Failed(results) {
+		return map[string]any{"results": results}, fmt.Errorf("self-test failed: %s", hardware.Summary(results))
+	}
+	return map[string]any{"results": results}, nil
 }
 
 func (a *Agent) configApply(ctx context.Context, req *command.Request) (any, error) {

@@ -55,7 +55,7 @@ func (a *Agent) Snapshot(ctx context.Context) Stats {
 		Outbox:   a.Outbox.State(),
 		Link:     a.link.Status(),
 		System:   a.sys.Snapshot(ctx),
-		Hardware: a.board.Devices(),
+		Hardware: a.hw.Devices(),
 	}
 	// Healthy services are the norm and not worth the air; only trouble is reported.
 	for _, st := range a.sup.Status() {

@@ -49,7 +49,7 @@ type Kind struct {
 	// the command with invalid_body and nothing runs. It returns the parsed body.
 	Check func(body []byte) (any, error)
 	// Run executes the command. It must be idempotent: after a crash it runs again with
-	// Request.Resumed set. If it returns because ctx was cancelled (the agent is stopping),
+	// Request.Resumed set. A result returned with an error goes on the failed ack. If it returns because ctx was cancelled (the agent is stopping),
 	// the command stays running and resumes at the next start.
 	Run func(ctx context.Context, req *Request) (result any, err error)
 	// Then, if set, runs after the final succeeded ack is durably queued (a restart, say).
@@ -421,11 +421,15 @@ func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 	cmd := e.command()
 	kind, known := d.kinds[cmd.Kind]
 	log := d.opts.Logger.With("id", cmd.ID, "kind", cmd.Kind)
-	fail := func(reason tmsproto.Reason, err error) {
+	fail := func(reason tmsproto.Reason, err error, result ...cbor.RawMessage) {
 		log.Warn("command failed", "reason", reason, "err", err)
+		var raw cbor.RawMessage
+		if len(result) > 0 {
+			raw = result[0]
+		}
 		if terr := d.transition(ctx, cmd, tmsproto.StateFailed, func(e *entry, a *tmsproto.Ack) {
-			e.Reason, e.Message, e.Progress = reason, err.Error(), 0
-			a.Reason, a.Message, a.Progress = reason, err.Error(), 0
+			e.Reason, e.Message, e.Progress, e.Result = reason, err.Error(), 0, raw
+			a.Reason, a.Message, a.Progress, a.Result = reason, err.Error(), 0, raw
 		}); terr != nil {
 			log.Error("recording command failure", "err", terr)
 		}
@@ -454,16 +458,19 @@ func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 		log.Info("command interrupted by shutdown; it resumes at the next start")
 		return
 	}
-	if err != nil {
-		fail(tmsproto.ReasonExecFailed, err)
-		return
-	}
 	var raw cbor.RawMessage
 	if result != nil {
-		if raw, err = tmsproto.Marshal(result); err != nil {
-			fail(tmsproto.ReasonInternal, fmt.Errorf("encode result: %w", err))
+		var merr error
+		if raw, merr = tmsproto.Marshal(result); merr != nil {
+			fail(tmsproto.ReasonInternal, fmt.Errorf("encode result: %w", merr))
 			return
 		}
+	}
+	if err != nil {
+		// A handler may return a result with its error (a self-test's per-device outcomes):
+		// the TMS gets it on the failed ack.
+		fail(tmsproto.ReasonExecFailed, err, raw)
+		return
 	}
 	if err := d.transition(ctx, cmd, tmsproto.StateSucceeded, func(e *entry, a *tmsproto.Ack) {
 		e.Result, a.Result, e.Progress, a.Progress = raw, raw, 100, 100

@@ -342,3 +342,18 @@ func TestNonConcurrentKindsRunInAcceptanceOrder(t *testing.T) {
 		t.Fatalf("ran in order %v", order)
 	}
 }
+
+func TestFailedAckCarriesAPartialResult(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	r := newRig(t, t.TempDir(), key)
+	r.d.Register("partial", Kind{Run: func(ctx context.Context, req *Request) (any, error) {
+		return map[string]int{"passed": 2, "failed": 1}, errors.New("one of three failed")
+	}})
+	defer r.stop()
+	r.send(r.sign(tmsproto.Command{ID: "p", Seq: 1, Kind: "partial", Issued: r.now.Unix()}))
+	a := r.acks(3)[2]
+	var res map[string]int
+	if a.State != tmsproto.StateFailed || tmsproto.Unmarshal(a.Result, &res) != nil || res["failed"] != 1 {
+		t.Fatalf("failed ack %+v (result %v)", a, res)
+	}
+}

@@ -1,0 +1,385 @@
+// Package hardware attaches the terminal's peripherals to the agent: it reads the board's
+// profile, opens each serial device on a reconnecting port with its driver, watches the
+// GPIO inputs (dock, paper low), drives the status LED and the buzzer, reports every
+// device's state for statistics and runs the self-test.
+//
+// Devices missing from the profile are simply absent. Nothing secret (PINs, keys, PANs)
+// reaches logs or events from here: the drivers never hand such things out, and the
+// self-test reports identities and key check values only.
+package hardware
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+
+	"github.com/posagent/posagent/board"
+	"github.com/posagent/posagent/drivers/cardreader"
+	gpioinput "github.com/posagent/posagent/drivers/gpio/input"
+	"github.com/posagent/posagent/drivers/gpio/signal"
+	"github.com/posagent/posagent/drivers/pinpad"
+	"github.com/posagent/posagent/drivers/serial"
+)
+
+// Event kinds queued on up/event.
+const (
+	EventDeviceGone  = "device.gone"  // {device, kind}
+	EventDeviceBack  = "device.back"  // {device, kind}
+	EventDockChanged = "dock.changed" // {docked}
+	EventPaperLow    = "paper.low"    // {low}
+)
+
+// Device states beyond board's common ones.
+const (
+	StateGone  = "gone"
+	StateError = "error"
+)
+
+// DefaultStatusPoll is how often the status LED follows the TMS link.
+const DefaultStatusPoll = 3 * time.Second
+
+// Options configure a Manager.
+type Options struct {
+	Board board.Board
+	// Backoff is the wait before reopen attempt n of a serial device (the agent's policy).
+	Backoff func(attempt int) time.Duration
+	// Event queues an up/event record; nil drops events.
+	Event func(ctx context.Context, kind string, body map[string]any)
+	// Online reports whether the TMS link is connected, for the status LED; nil: never.
+	Online func() bool
+	// StatusPoll is how often the status LED is brought up to date; 0: DefaultStatusPoll.
+	StatusPoll time.Duration
+	// PortCheck is how often an idle serial device file is looked at (serial.ReopenOptions.Check).
+	PortCheck time.Duration
+	// Driver options; their loggers default to Logger.
+	PINPad     pinpad.Options
+	CardReader cardreader.Options
+	Logger     *slog.Logger
+}
+
+// Manager owns the peripherals while Run runs.
+type Manager struct {
+	o   Options
+	log *slog.Logger
+
+	mu      sync.Mutex
+	running bool
+	serial  []*serialDevice
+	ind     *signal.Indicator
+	buzzer  *signal.Buzzer
+
+	ledMu  sync.Mutex // the status loop and the self-test take turns on the LEDs
+	testMu sync.Mutex // one self-test at a time
+}
+
+// serialDevice is one serial device of the profile and its driver.
+type serialDevice struct {
+	dev    board.SerialDevice
+	port   *serial.Reconnecting // nil when the configuration is invalid or no driver owns it
+	pad    *pinpad.Client
+	reader *cardreader.Reader
+	err    error // why the device could not be set up
+}
+
+// New creates a manager; nothing is opened before Run.
+func New(o Options) *Manager {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.StatusPoll <= 0 {
+		o.StatusPoll = DefaultStatusPoll
+	}
+	if o.PINPad.Logger == nil {
+		o.PINPad.Logger = o.Logger.With("device", board.KindPINPad)
+	}
+	if o.CardReader.Logger == nil {
+		o.CardReader.Logger = o.Logger.With("device", board.KindCardReader)
+	}
+	return &Manager{o: o, log: o.Logger.With("svc", "hardware")}
+}
+
+// ErrRunning is returned by Run when the manager runs already.
+var ErrRunning = errors.New("hardware: already running")
+
+// Run opens every device of the profile and keeps them until ctx ends, then closes them.
+func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	if m.running {
+		m.mu.Unlock()
+		return ErrRunning
+	}
+	m.running = true
+	prof := m.o.Board.Profile()
+	for _, d := range prof.Serial {
+		m.serial = append(m.serial, m.openSerial(ctx, d))
+	}
+	m.ind, m.buzzer = m.openOutputs(prof)
+	m.mu.Unlock()
+
+	inputs := m.watchInputs(ctx, prof)
+
+	var wg sync.WaitGroup
+	if m.ind != nil {
+		wg.Go(func() { m.followLink(ctx) })
+	}
+	<-ctx.Done()
+	wg.Wait()
+	for _, in := range inputs {
+		<-in.Done()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.serial {
+		d.close()
+	}
+	if m.ind != nil {
+		_ = m.ind.Close()
+	}
+	if m.buzzer != nil {
+		_ = m.buzzer.Close()
+	}
+	m.serial, m.ind, m.buzzer, m.running = nil, nil, nil, false
+	return nil
+}
+
+func (m *Manager) openSerial(ctx context.Context, d board.SerialDevice) *serialDevice {
+	sd := &serialDevice{dev: d}
+	if d.Kind == board.KindPrinter {
+		// The printer plugs in here once drivers/escpos is ready: open its port like the
+		// others and keep its client in serialDevice. Until then its port stays closed.
+		return sd
+	}
+	port, err := serial.Reopen(ctx, d.Port, serial.ReopenOptions{
+		Backoff: m.o.Backoff,
+		Check:   m.o.PortCheck,
+		OnChange: func(e serial.Event) {
+			kind := EventDeviceBack
+			if e.State == serial.StateGone {
+				kind = EventDeviceGone
+				m.log.Warn("device gone", "device", d.Name, "err", e.Err)
+			} else {
+				m.log.Info("device back", "device", d.Name, "attempts", e.Attempts)
+			}
+			m.event(ctx, kind, map[string]any{"device": d.Name, "kind": d.Kind})
+		},
+	})
+	if err != nil {
+		m.log.Error("serial device not set up", "device", d.Name, "err", err)
+		sd.err = err
+		return sd
+	}
+	sd.port = port
+	switch d.Kind {
+	case board.KindPINPad:
+		o := m.o.PINPad
+		if o.BaudRate == 0 {
+			o.BaudRate = d.Port.Baud
+		}
+		sd.pad = pinpad.New(port, o)
+	case board.KindCardReader:
+		sd.reader = cardreader.New(port, m.o.CardReader)
+	}
+	return sd
+}
+
+func (d *serialDevice) close() {
+	switch {
+	case d.pad != nil:
+		_ = d.pad.Close()
+	case d.reader != nil:
+		_ = d.reader.Close()
+	case d.port != nil:
+		_ = d.port.Close()
+	}
+}
+
+func (m *Manager) event(ctx context.Context, kind string, body map[string]any) {
+	if m.o.Event != nil {
+		m.o.Event(ctx, kind, body)
+	}
+}
+
+// openOutputs takes the status LEDs and the buzzer the profile has.
+func (m *Manager) openOutputs(prof board.Profile) (*signal.Indicator, *signal.Buzzer) {
+	var ind *signal.Indicator
+	if _, ok := prof.Line(board.LineStatusLED); ok {
+		if green, err := m.o.Board.Pin(board.LineStatusLED); err != nil {
+			m.log.Error("status LED", "err", err)
+		} else {
+			outs := []gpio.PinOut{green}
+			if _, ok := prof.Line(board.LineErrorLED); ok {
+				if red, err := m.o.Board.Pin(board.LineErrorLED); err == nil {
+					outs = append(outs, red)
+				} else {
+					m.log.Error("error LED", "err", err)
+				}
+			}
+			if ind, err = signal.NewIndicator(signal.IndicatorOptions{}, outs...); err != nil {
+				m.log.Error("status LED", "err", err)
+				ind = nil
+			}
+		}
+	}
+	var bz *signal.Buzzer
+	if _, ok := prof.Line(board.LineBuzzer); ok {
+		pin, err := m.o.Board.Pin(board.LineBuzzer)
+		if err == nil {
+			bz, err = signal.NewBuzzer(nil, pin)
+		}
+		if err != nil {
+			m.log.Error("buzzer", "err", err)
+			bz = nil
+		}
+	}
+	return ind, bz
+}
+
+// watchInputs starts the dock and paper-low watchers; they stop when ctx ends.
+func (m *Manager) watchInputs(ctx context.Context, prof board.Profile) []*gpioinput.Input {
+	var out []*gpioinput.Input
+	for _, w := range []struct{ line, event, field string }{
+		{board.LineDock, EventDockChanged, "docked"},
+		{board.LinePaperLow, EventPaperLow, "low"},
+	} {
+		if _, ok := prof.Line(w.line); !ok {
+			continue
+		}
+		pin, err := m.o.Board.Pin(w.line)
+		if err != nil {
+			m.log.Error("input line", "line", w.line, "err", err)
+			continue
+		}
+		in, err := gpioinput.Watch(ctx, pin, gpioinput.Options{Name: w.line, OnChange: func(e gpioinput.Event) {
+			if e.Initial {
+				return
+			}
+			m.log.Info("input changed", "line", w.line, "active", e.Active)
+			m.event(ctx, w.event, map[string]any{w.field: e.Active})
+		}})
+		if err != nil {
+			m.log.Error("input line", "line", w.line, "err", err)
+			continue
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// followLink keeps the status LED on online, offline or error.
+func (m *Manager) followLink(ctx context.Context) {
+	t := time.NewTicker(m.o.StatusPoll)
+	defer t.Stop()
+	for {
+		m.showStatus()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Manager) status() signal.Status {
+	for _, d := range m.Devices() {
+		if d.State == StateError || d.State == StateGone || d.State == board.StateFault {
+			return signal.Error
+		}
+	}
+	if m.o.Online != nil && m.o.Online() {
+		return signal.Online
+	}
+	return signal.Offline
+}
+
+func (m *Manager) showStatus() {
+	st := m.status()
+	m.ledMu.Lock()
+	defer m.ledMu.Unlock()
+	m.mu.Lock()
+	ind := m.ind
+	m.mu.Unlock()
+	if ind != nil {
+		if err := ind.Show(st); err != nil {
+			m.log.Warn("status LED", "err", err)
+		}
+	}
+}
+
+// Devices is the state of every device: the board's own (sensors) followed by the serial
+// devices of the profile as their drivers see them.
+func (m *Manager) Devices() []board.DeviceState {
+	out := m.o.Board.Devices()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.running {
+		for _, d := range m.o.Board.Profile().Serial {
+			out = append(out, board.DeviceState{Name: d.Name, Kind: d.Kind, State: board.StateUnknown, Detail: "not started"})
+		}
+		return out
+	}
+	for _, d := range m.serial {
+		out = append(out, d.state())
+	}
+	return out
+}
+
+func (d *serialDevice) state() board.DeviceState {
+	s := board.DeviceState{Name: d.dev.Name, Kind: d.dev.Kind, State: board.StateOK}
+	switch {
+	case d.err != nil:
+		s.State, s.Detail = board.StateFault, d.err.Error()
+	case d.port == nil:
+		s.State, s.Detail = board.StateUnknown, "driver not attached yet"
+	case d.port.State() == serial.StateGone:
+		s.State = StateGone
+	case d.pad != nil:
+		switch st := d.pad.State(); st {
+		case pinpad.StateNoAnswer:
+			s.State, s.Detail = StateError, "no answer"
+		case pinpad.StateClosed:
+			s.State, s.Detail = StateError, "closed"
+		case pinpad.StateGone:
+			// The port is back but nothing was exchanged since: it is there.
+		default:
+			s.Detail = st
+		}
+	case d.reader != nil:
+		if err := d.reader.Err(); err != nil {
+			if serial.IsGone(err) {
+				s.State = StateGone
+			} else {
+				s.State, s.Detail = StateError, err.Error()
+			}
+		}
+	}
+	return s
+}
+
+// PINPad is the PIN pad's client, nil when the profile has none or the manager is not running.
+func (m *Manager) PINPad() *pinpad.Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.serial {
+		if d.pad != nil {
+			return d.pad
+		}
+	}
+	return nil
+}
+
+// CardReader is the card reader's driver, nil when the profile has none or the manager is
+// not running.
+func (m *Manager) CardReader() *cardreader.Reader {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.serial {
+		if d.reader != nil {
+			return d.reader
+		}
+	}
+	return nil
+}
