@@ -79,7 +79,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	a := &Agent{cfg: cfg, log: log, logs: opts.Logs, started: time.Now(), sys: sysinfo.New(cfg.DataDir),
 		statsNow: make(chan struct{}, 1), restart: make(chan struct{})}
 
-	if a.board, err = board.Open(cfg.Board, board.Options{Serial: cfg.DeviceID, DataDir: cfg.DataDir, Logger: log}); err != nil {
+	bopts := board.Options{Serial: cfg.DeviceID, DataDir: cfg.DataDir, Logger: log}
+	if len(cfg.Devices) > 0 {
+		bopts.Profile = &board.Profile{Name: cfg.Board, Serial: cfg.Devices}
+	}
+	if a.board, err = board.Open(cfg.Board, bopts); err != nil {
 		return fmt.Errorf("board %q: %w", cfg.Board, err)
 	}
 	defer a.board.Close()

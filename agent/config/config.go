@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posagent/posagent/board"
+
 	"github.com/BurntSushi/toml"
 
 	"github.com/posagent/posagent/agent/backoff"
@@ -40,10 +42,13 @@ type Config struct {
 	DeviceID string `toml:"device_id"`
 	DataDir  string `toml:"data_dir"`
 	// Board is "sim", "generic" or a board model registered by a board package.
-	Board  string `toml:"board"`
-	TMS    TMS    `toml:"tms"`
-	Outbox Outbox `toml:"outbox"`
-	Log    Log    `toml:"log"`
+	Board string `toml:"board"`
+	// Devices are the serial devices of a board whose model has no built-in profile
+	// ("generic", "sim"): which port is the printer, the PIN pad, the card reader.
+	Devices []board.SerialDevice `toml:"devices"`
+	TMS     TMS                  `toml:"tms"`
+	Outbox  Outbox               `toml:"outbox"`
+	Log     Log                  `toml:"log"`
 }
 
 // TMS is the [tms] table: how to reach and trust the Terminal Management System.

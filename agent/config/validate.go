@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posagent/posagent/board"
+
 	"github.com/posagent/posagent/agent/tmsproto"
 )
 
@@ -57,6 +59,23 @@ func (c *Config) Validate() error {
 	}
 	if strings.TrimSpace(c.Board) == "" {
 		bad("board", "must not be empty")
+	}
+	names := map[string]bool{}
+	for i, d := range c.Devices {
+		key := fmt.Sprintf("devices[%d]", i)
+		switch {
+		case d.Name == "":
+			bad(key+".name", "must not be empty")
+		case names[d.Name]:
+			bad(key+".name", "%q appears twice", d.Name)
+		}
+		names[d.Name] = true
+		if d.Kind != board.KindPrinter && d.Kind != board.KindPINPad && d.Kind != board.KindCardReader {
+			bad(key+".kind", "%q is not %s, %s or %s", d.Kind, board.KindPrinter, board.KindPINPad, board.KindCardReader)
+		}
+		if err := d.Port.Validate(); err != nil {
+			bad(key+".port", "%v", err)
+		}
 	}
 
 	t := &c.TMS

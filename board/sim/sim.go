@@ -51,6 +51,8 @@ type Board struct {
 	paper *input
 
 	green, red, buzzer, drawer *OutputPin
+
+	serial []board.SerialDevice
 }
 
 // input is a simulated two-state sensor on a GPIO line.
@@ -85,6 +87,10 @@ func New(o board.Options) *Board {
 		dock:  &input{name: SensorDock, kind: board.KindSensor, pin: newPin("SIM_DOCK", 1, gpio.High), high: "docked", low: "undocked"},
 		paper: &input{name: SensorPaperLow, kind: board.KindSensor, pin: newPin("SIM_PAPER_LOW", 2, gpio.Low), high: "low", low: board.StateOK},
 
+		// The serial devices are emulators the demo or a test attached on pseudo-terminals;
+		// their paths come from the agent's configuration.
+		serial: profileSerial(o.Profile),
+
 		green:  newOutput("SIM_LED_GREEN", 3),
 		red:    newOutput("SIM_LED_RED", 4),
 		buzzer: newOutput("SIM_BUZZER", 5),
@@ -93,10 +99,17 @@ func New(o board.Options) *Board {
 	return b
 }
 
-// Profile implements board.Board. The lines are active-high; serial devices join when the
-// emulators are attached.
+func profileSerial(p *board.Profile) []board.SerialDevice {
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(p.Serial)
+}
+
+// Profile implements board.Board. The lines are active-high; the serial devices are the
+// emulators named in Options.Profile.
 func (b *Board) Profile() board.Profile {
-	p := board.Profile{Name: Name, Vendor: Vendor, Model: Model}
+	p := board.Profile{Name: Name, Vendor: Vendor, Model: Model, Serial: slices.Clone(b.serial)}
 	for fn, pin := range b.pins() {
 		p.GPIO = append(p.GPIO, board.GPIOLine{Function: fn, Chip: "sim", Name: pin.Name()})
 	}

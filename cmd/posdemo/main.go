@@ -23,6 +23,9 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/termconfig"
+	"github.com/posagent/posagent/board/sim/cardemu"
+	"github.com/posagent/posagent/board/sim/pinpademu"
+	"github.com/posagent/posagent/board/sim/pty"
 	"github.com/posagent/posagent/internal/broker"
 	"github.com/posagent/posagent/internal/tmsclient"
 )
@@ -95,8 +98,14 @@ func run(dir, addr, agentBin string) error {
 	defer b.Close()
 	brokerURL := "tcp://" + b.Addr()
 
+	devices, closeDevices, err := startEmulators(dir, log)
+	if err != nil {
+		return err
+	}
+	defer closeDevices()
+
 	cfgPath := filepath.Join(dir, "posagent.toml")
-	if err := writeAgentConfig(cfgPath, dir, brokerURL, key); err != nil {
+	if err := writeAgentConfig(cfgPath, dir, brokerURL, key, devices); err != nil {
 		return err
 	}
 	examplePath := filepath.Join(dir, "config-v2.json")
@@ -145,7 +154,7 @@ func secret(path string) (string, error) {
 
 // writeAgentConfig writes the agent's configuration. The broker URL may change between runs
 // (a busy port), so the file is rewritten every time.
-func writeAgentConfig(path, dir, brokerURL string, key tmsclient.SignKey) error {
+func writeAgentConfig(path, dir, brokerURL string, key tmsclient.SignKey, devices string) error {
 	cfg := fmt.Sprintf(`# Written by posdemo on every start; see docs/configuration.md.
 device_id = %q
 data_dir = %q
@@ -166,9 +175,47 @@ public_key = %q
 
 [log]
 level = "info"
-`, deviceID, filepath.Join(dir, "data"), brokerURL, filepath.Join(dir, "device.password"),
-		key.ID, tmsclient.PublicKeyBase64(key.Public()))
+%s`, deviceID, filepath.Join(dir, "data"), brokerURL, filepath.Join(dir, "device.password"),
+		key.ID, tmsclient.PublicKeyBase64(key.Public()), devices)
 	return os.WriteFile(path, []byte(cfg), 0o600)
+}
+
+// startEmulators attaches the PIN pad and card reader emulators on pseudo-terminals under
+// dir/dev and returns the [[devices]] entries that point the agent at them. The pad keeps its
+// keys in dir so a demo terminal keeps them across runs; it types 1234 when asked for a PIN.
+func startEmulators(dir string, log *slog.Logger) (devices string, closeAll func(), err error) {
+	devDir := filepath.Join(dir, "dev")
+	if err := os.MkdirAll(devDir, 0o700); err != nil {
+		return "", nil, err
+	}
+	pad, err := pinpademu.New(pinpademu.Options{Dir: devDir, KeyFile: filepath.Join(dir, "pinpad-keys"),
+		DefaultPIN: "1234", Logger: log})
+	if err != nil {
+		return "", nil, fmt.Errorf("PIN pad emulator: %w", err)
+	}
+	line, err := pty.Open(devDir, "cardreader")
+	if err != nil {
+		pad.Close()
+		return "", nil, fmt.Errorf("card reader line: %w", err)
+	}
+	reader := cardemu.Start(line, cardemu.Default(), cardemu.Options{Logger: log})
+	devices = fmt.Sprintf(`
+# Emulators attached by posdemo on pseudo-terminals.
+[[devices]]
+name = "pinpad"
+kind = "pinpad"
+[devices.port]
+path = %q
+baud = 115200
+
+[[devices]]
+name = "cardreader"
+kind = "cardreader"
+[devices.port]
+path = %q
+baud = 115200
+`, pad.Path(), line.Path())
+	return devices, func() { reader.Close(); pad.Close() }, nil
 }
 
 // writeExampleConfig writes a terminal configuration document (the factory one, as version 2)
@@ -187,15 +234,18 @@ func printNext(dir, brokerURL, tmsPW, examplePath string) {
 	conn := fmt.Sprintf("--broker %s --username %s --password %s", brokerURL, tmsUser, tmsPW)
 	key := filepath.Join(dir, "keys", keyID+".key")
 	fmt.Printf(`
-posdemo: broker on %s, agent %s on the simulated board.
+posdemo: broker on %s, agent %s on the simulated board
+(PIN pad and card reader emulated on pseudo-terminals).
 
 Try, in another terminal:
   bin/tmsctl watch %s --device %s
   bin/tmsctl send  %s --device %s --sign-key %s stats.now
   bin/tmsctl send  %s --device %s --sign-key %s --body %s config.apply
+  bin/tmsctl send  %s --device %s --sign-key %s selftest
   bin/tmsctl send  %s --device %s --sign-key %s reboot
 
 Ctrl-C stops the demo; its state stays in %s.
 
-`, brokerURL, deviceID, conn, deviceID, conn, deviceID, key, conn, deviceID, key, examplePath, conn, deviceID, key, dir)
+`, brokerURL, deviceID, conn, deviceID, conn, deviceID, key, conn, deviceID, key, examplePath,
+		conn, deviceID, key, conn, deviceID, key, dir)
 }
