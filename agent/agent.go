@@ -79,12 +79,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	a := &Agent{cfg: cfg, log: log, logs: opts.Logs, started: time.Now(), sys: sysinfo.New(cfg.DataDir),
 		statsNow: make(chan struct{}, 1), restart: make(chan struct{})}
 
-	bopts := board.Options{Serial: cfg.DeviceID, DataDir: cfg.DataDir, Logger: log}
-	if len(cfg.Devices) > 0 {
-		bopts.Profile = &board.Profile{Name: cfg.Board, Serial: cfg.Devices}
-	}
-	if a.board, err = board.Open(cfg.Board, bopts); err != nil {
-		return fmt.Errorf("board %q: %w", cfg.Board, err)
+	if a.board, err = OpenBoard(cfg, log); err != nil {
+		return err
 	}
 	defer a.board.Close()
 	if err := cfg.ResolveDeviceID(a.board.Identity().Serial); err != nil {
@@ -190,6 +186,20 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return ErrRestart
 	}
 	return err
+}
+
+// OpenBoard opens the configured board, handing it the configuration's [[devices]] for the
+// boards that take their devices from configuration.
+func OpenBoard(cfg *config.Config, log *slog.Logger) (board.Board, error) {
+	bopts := board.Options{Serial: cfg.DeviceID, DataDir: cfg.DataDir, Logger: log}
+	if len(cfg.Devices) > 0 {
+		bopts.Profile = &board.Profile{Name: cfg.Board, Serial: cfg.Devices}
+	}
+	b, err := board.Open(cfg.Board, bopts)
+	if err != nil {
+		return nil, fmt.Errorf("board %q: %w", cfg.Board, err)
+	}
+	return b, nil
 }
 
 // DeviceID is the terminal's identity on the TMS.

@@ -74,6 +74,9 @@ type Manager struct {
 
 	ledMu  sync.Mutex // the status loop and the self-test take turns on the LEDs
 	testMu sync.Mutex // one self-test at a time
+
+	ready     chan struct{} // closed once Run has set the devices up
+	readyOnce sync.Once
 }
 
 // serialDevice is one serial device of the profile and its driver.
@@ -99,8 +102,12 @@ func New(o Options) *Manager {
 	if o.CardReader.Logger == nil {
 		o.CardReader.Logger = o.Logger.With("device", board.KindCardReader)
 	}
-	return &Manager{o: o, log: o.Logger.With("svc", "hardware")}
+	return &Manager{o: o, log: o.Logger.With("svc", "hardware"), ready: make(chan struct{})}
 }
+
+// Ready is closed once Run has set every device up (serial ports keep reopening in the
+// background), so a self-test started after it sees them all.
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
 // ErrRunning is returned by Run when the manager runs already.
 var ErrRunning = errors.New("hardware: already running")
@@ -119,6 +126,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.ind, m.buzzer = m.openOutputs(prof)
 	m.mu.Unlock()
+	m.readyOnce.Do(func() { close(m.ready) })
 
 	inputs := m.watchInputs(ctx, prof)
 

@@ -27,6 +27,7 @@ const usage = `usage: posagent <command> [flags]
 
 commands:
   run       run the agent (flags: posagent run -h)
+  selftest  test the terminal's devices, with the agent stopped (same flags as run)
   version   print version, commit, build date and target
 `
 
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runAgent(args[1:], stderr)
+	case "selftest":
+		return selfTest(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String())
 		return 0
