@@ -57,16 +57,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func runAgent(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("posagent run", flag.ContinueOnError)
+// loadConfig parses a subcommand's flags and loads the configuration. With ok false the
+// subcommand returns code: 0 after -h, 2 for bad flags or configuration.
+func loadConfig(name string, args []string, stderr io.Writer) (cfg *config.Config, code int, ok bool) {
+	fs := flag.NewFlagSet("posagent "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg, err := config.FromArgs(args, fs)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return nil, 0, false
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "posagent:", err)
-		return 2
+		return nil, 2, false
+	}
+	return cfg, 0, true
+}
+
+func runAgent(args []string, stderr io.Writer) int {
+	cfg, code, ok := loadConfig("run", args, stderr)
+	if !ok {
+		return code
 	}
 	logs, err := logging.New(logging.Options{
 		Level: cfg.LogLevel(), Format: cfg.Log.Format, File: cfg.LogFile(),

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,22 +11,15 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent"
-	"github.com/posagent/posagent/agent/config"
 	"github.com/posagent/posagent/agent/hardware"
 )
 
 // selfTest tests the terminal's devices from the command line, for a technician with the agent
 // stopped: the running agent holds the serial ports (and answers the TMS `selftest` command).
 func selfTest(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("posagent selftest", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg, err := config.FromArgs(args, fs)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "posagent:", err)
-		return 2
+	cfg, code, ok := loadConfig("selftest", args, stderr)
+	if !ok {
+		return code
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b, err := agent.OpenBoard(cfg, log)

@@ -1,6 +1,10 @@
 package pinpad
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/posagent/posagent/drivers/internal/crc16"
+)
 
 // Line control bytes. Inside a frame every one of them is escaped, so a raw control byte on the
 // line always means the same thing, whatever state the receiver believed it was in: that is
@@ -46,34 +50,10 @@ const MaxPayload = 1024
 // maxBody is SEQ + LEN + payload + CRC, unescaped.
 const maxBody = 1 + 2 + MaxPayload + 2
 
-// crcTable is CRC-16/CCITT-FALSE: polynomial 0x1021, initial value 0xFFFF, no reflection, no
-// final XOR (check value 0x29B1 for "123456789").
-var crcTable = func() (t [256]uint16) {
-	for i := range t {
-		c := uint16(i) << 8
-		for range 8 {
-			if c&0x8000 != 0 {
-				c = c<<1 ^ 0x1021
-			} else {
-				c <<= 1
-			}
-		}
-		t[i] = c
-	}
-	return t
-}()
-
-func crc16(crc uint16, p []byte) uint16 {
-	for _, b := range p {
-		crc = crc<<8 ^ crcTable[byte(crc>>8)^b]
-	}
-	return crc
-}
-
 // appendFrame appends the wire image of one frame carrying payload.
 func appendFrame(dst []byte, seq byte, payload []byte) []byte {
 	hdr := [3]byte{seq, byte(len(payload) >> 8), byte(len(payload))}
-	crc := crc16(crc16(0xFFFF, hdr[:]), payload)
+	crc := crc16.Update(crc16.Update(crc16.Init, hdr[:]), payload)
 	dst = append(dst, stx)
 	dst = appendStuffed(dst, hdr[:])
 	dst = appendStuffed(dst, payload)
@@ -226,7 +206,7 @@ func (d *decoder) finish() token {
 		return bad(fmt.Errorf("%w: length field %d, payload %d", ErrProtocol, n, len(body)-5))
 	}
 	got := uint16(body[len(body)-2])<<8 | uint16(body[len(body)-1])
-	if crc16(0xFFFF, body[:len(body)-2]) != got {
+	if crc16.Checksum(body[:len(body)-2]) != got {
 		return bad(ErrChecksum)
 	}
 	if !validSeq(body[0]) {

@@ -3,7 +3,11 @@
 // the driver in drivers/cardreader and the reader emulator in board/sim/cardemu.
 package wire
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/posagent/posagent/drivers/internal/crc16"
+)
 
 // Control bytes. ACK and NAK travel alone, between frames.
 const (
@@ -84,22 +88,8 @@ func AppendFrame(dst []byte, f Frame) []byte {
 	return append(dst, byte(crc>>8), byte(crc))
 }
 
-// CRC16 is CRC-16/CCITT-FALSE: polynomial 0x1021, initial value 0xFFFF, no reflection, no
-// final XOR. CRC16("123456789") = 0x29B1.
-func CRC16(b []byte) uint16 {
-	crc := uint16(0xFFFF)
-	for _, c := range b {
-		crc ^= uint16(c) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// CRC16 is the frame checksum, CRC-16/CCITT-FALSE. CRC16("123456789") = 0x29B1.
+func CRC16(b []byte) uint16 { return crc16.Checksum(b) }
 
 // Kind says what the decoder found.
 type Kind int
