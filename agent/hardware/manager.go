@@ -19,6 +19,7 @@ import (
 
 	"github.com/posagent/posagent/board"
 	"github.com/posagent/posagent/drivers/cardreader"
+	"github.com/posagent/posagent/drivers/escpos"
 	gpioinput "github.com/posagent/posagent/drivers/gpio/input"
 	"github.com/posagent/posagent/drivers/gpio/signal"
 	"github.com/posagent/posagent/drivers/pinpad"
@@ -81,11 +82,12 @@ type Manager struct {
 
 // serialDevice is one serial device of the profile and its driver.
 type serialDevice struct {
-	dev    board.SerialDevice
-	port   *serial.Reconnecting // nil when the configuration is invalid or no driver owns it
-	pad    *pinpad.Client
-	reader *cardreader.Reader
-	err    error // why the device could not be set up
+	dev     board.SerialDevice
+	port    *serial.Reconnecting // nil when the configuration is invalid or no driver owns it
+	pad     *pinpad.Client
+	reader  *cardreader.Reader
+	printer *escpos.Printer
+	err     error // why the device could not be set up
 }
 
 // New creates a manager; nothing is opened before Run.
@@ -156,11 +158,6 @@ func (m *Manager) Run(ctx context.Context) error {
 
 func (m *Manager) openSerial(ctx context.Context, d board.SerialDevice) *serialDevice {
 	sd := &serialDevice{dev: d}
-	if d.Kind == board.KindPrinter {
-		// The printer plugs in here once drivers/escpos is ready: open its port like the
-		// others and keep its client in serialDevice. Until then its port stays closed.
-		return sd
-	}
 	port, err := serial.Reopen(ctx, d.Port, serial.ReopenOptions{
 		Backoff: m.o.Backoff,
 		Check:   m.o.PortCheck,
@@ -190,8 +187,28 @@ func (m *Manager) openSerial(ctx context.Context, d board.SerialDevice) *serialD
 		sd.pad = pinpad.New(port, o)
 	case board.KindCardReader:
 		sd.reader = cardreader.New(port, m.o.CardReader)
+	case board.KindPrinter:
+		// Flow control is the driver's: it paces writes to the baud and reads XON/XOFF
+		// itself, because it must still send status requests while the printer holds off.
+		pr, err := escpos.New(port, escpos.Options{Model: printerModel(m.o.Board.Profile().Printer),
+			Baud: d.Port.Baud, Logger: m.log.With("device", d.Name)})
+		if err != nil {
+			_ = port.Close()
+			sd.port, sd.err = nil, err
+			return sd
+		}
+		sd.printer = pr
 	}
 	return sd
+}
+
+// printerModel picks the ESC/POS model of the profile's printer: paper width decides between
+// the generic 58 mm and 80 mm models until model-specific tables are confirmed on hardware.
+func printerModel(p *board.Printer) escpos.Model {
+	if p != nil && p.WidthDots >= escpos.Generic80.Dots {
+		return escpos.Generic80
+	}
+	return escpos.Generic58
 }
 
 func (d *serialDevice) close() {
@@ -362,6 +379,14 @@ func (d *serialDevice) state() board.DeviceState {
 			} else {
 				s.State, s.Detail = StateError, err.Error()
 			}
+		}
+	case d.printer != nil:
+		// The last status the printer reported (before and after every job, and in the
+		// self-test): paper-near-end, paper-out, cover-open, error, offline — or ok.
+		if st, at := d.printer.LastStatus(); at.IsZero() {
+			s.State, s.Detail = board.StateUnknown, "not asked yet"
+		} else if st.State() != "ok" {
+			s.State = st.State()
 		}
 	}
 	return s

@@ -15,6 +15,7 @@ import (
 	"github.com/posagent/posagent/board/sim"
 	"github.com/posagent/posagent/board/sim/cardemu"
 	"github.com/posagent/posagent/board/sim/pinpademu"
+	"github.com/posagent/posagent/board/sim/printeremu"
 	"github.com/posagent/posagent/board/sim/pty"
 	"github.com/posagent/posagent/drivers/pinpad"
 	"github.com/posagent/posagent/drivers/serial"
@@ -36,12 +37,13 @@ type event struct {
 }
 
 type rig struct {
-	sim    *sim.Board
-	pad    *pinpademu.Emulator
-	reader *cardemu.Emulator
-	m      *hardware.Manager
-	events chan event
-	stop   func()
+	sim     *sim.Board
+	pad     *pinpademu.Emulator
+	reader  *cardemu.Emulator
+	printer *printeremu.Emulator // with newRig(t, true)
+	m       *hardware.Manager
+	events  chan event
+	stop    func()
 }
 
 // newRig starts a PIN pad and a card reader emulator on pseudo-terminals and a manager over a
@@ -68,13 +70,25 @@ func newRig(t *testing.T, printer bool) *rig {
 		{Name: "pinpad", Kind: board.KindPINPad, Port: serial.Config{Path: pad.Path(), Baud: 115200}},
 		{Name: "cardreader", Kind: board.KindCardReader, Port: serial.Config{Path: line.Path(), Baud: 115200}},
 	}
+	var pe *printeremu.Emulator
 	if printer {
 		prof.Printer = &board.Printer{WidthDots: 384}
+		pline, err := pty.Open(dir, "printer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pline.Close() })
+		if pe, err = printeremu.New(pline, printeremu.Config{Baud: 115200}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pe.Close() })
+		prof.Serial = append(prof.Serial, board.SerialDevice{Name: "printer", Kind: board.KindPrinter,
+			Port: serial.Config{Path: pline.Path(), Baud: 115200}})
 	}
 	if err := prof.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{sim: sb, pad: pad, reader: reader, events: make(chan event, 64)}
+	r := &rig{sim: sb, pad: pad, reader: reader, printer: pe, events: make(chan event, 64)}
 	r.m = hardware.New(hardware.Options{
 		Board:     profiled{Board: sb, prof: prof},
 		Backoff:   func(int) time.Duration { return 10 * time.Millisecond },
@@ -218,9 +232,31 @@ func TestSelfTestReportsPINKeyCheckValue(t *testing.T) {
 	if !strings.Contains(rs[0].Detail, "slot 2 KCV "+want) {
 		t.Errorf("pinpad detail %q, want KCV %s", rs[0].Detail, want)
 	}
-	// The declared printer is reported, without failing the self-test, until its driver is here.
-	if i := slices.IndexFunc(rs, func(x hardware.Result) bool { return x.Kind == board.KindPrinter }); i < 0 || !rs[i].Skipped || rs[i].OK {
+	// The printer answers its real-time status.
+	if i := slices.IndexFunc(rs, func(x hardware.Result) bool { return x.Kind == board.KindPrinter }); i < 0 || !rs[i].OK {
 		t.Errorf("printer result missing or wrong: %s", hardware.Summary(rs))
+	}
+}
+
+// The printer's status is its hardware state, and paper out fails the self-test.
+func TestPrinterStatusInSelfTestAndStates(t *testing.T) {
+	r := newRig(t, true)
+	ctx := ctxT(t)
+	r.printer.SetPaperOut(true)
+	rs := r.m.SelfTest(ctx, nil)
+	i := slices.IndexFunc(rs, func(x hardware.Result) bool { return x.Kind == board.KindPrinter })
+	if i < 0 || rs[i].OK || !strings.Contains(rs[i].Detail, "paper-out") || !hardware.Failed(rs) {
+		t.Fatalf("self-test with paper out: %s", hardware.Summary(rs))
+	}
+	if st := state(r.m.Devices(), "printer"); st.State != "paper-out" {
+		t.Fatalf("printer state %+v", st)
+	}
+	r.printer.LoadPaper()
+	if rs := r.m.SelfTest(ctx, nil); hardware.Failed(rs) {
+		t.Fatalf("self-test after loading paper: %s", hardware.Summary(rs))
+	}
+	if st := state(r.m.Devices(), "printer"); st.State != board.StateOK {
+		t.Fatalf("printer state after loading paper %+v", st)
 	}
 }
 

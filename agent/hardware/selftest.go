@@ -9,6 +9,7 @@ import (
 
 	"github.com/posagent/posagent/board"
 	"github.com/posagent/posagent/drivers/cardreader"
+	"github.com/posagent/posagent/drivers/escpos"
 	"github.com/posagent/posagent/drivers/gpio/signal"
 	"github.com/posagent/posagent/drivers/pinpad"
 )
@@ -107,9 +108,9 @@ func (m *Manager) SelfTest(ctx context.Context, progress func(done, total int)) 
 			tests = append(tests, func(ctx context.Context) Result { return testPINPad(ctx, d.dev, d.pad) })
 		case d.reader != nil:
 			tests = append(tests, func(ctx context.Context) Result { return testCardReader(ctx, d.dev, d.reader) })
-		case d.dev.Kind == board.KindPrinter:
+		case d.printer != nil:
 			printer = true
-			tests = append(tests, func(context.Context) Result { return printerPending(d.dev.Name) })
+			tests = append(tests, func(ctx context.Context) Result { return testPrinter(ctx, d.dev, d.printer) })
 		}
 	}
 	if prof.Printer != nil && !printer && !hasKind(prof, board.KindPrinter) {
@@ -145,9 +146,27 @@ func hasKind(p board.Profile, kind string) bool {
 	return false
 }
 
-// printerPending is the printer's result until drivers/escpos is attached here.
+// printerPending is the result for a printer the profile declares without a serial port
+// (an Android terminal's built-in printer behind the vendor SDK, say): not testable here yet.
 func printerPending(name string) Result {
-	return Result{Device: name, Kind: board.KindPrinter, Skipped: true, Detail: "printer driver not yet attached"}
+	return Result{Device: name, Kind: board.KindPrinter, Skipped: true, Detail: "no serial port declared for the printer"}
+}
+
+// testPrinter reads the printer's real-time status. It prints nothing: a test print costs
+// paper and is the technician's choice (diagnostics port), not the TMS's.
+func testPrinter(ctx context.Context, d board.SerialDevice, p *escpos.Printer) Result {
+	r := Result{Device: d.Name, Kind: d.Kind}
+	st, err := p.Status(ctx)
+	if err != nil {
+		r.Detail = fmt.Sprintf("status: %v", err)
+		return r
+	}
+	if err := st.Err(); err != nil {
+		r.Detail = st.State()
+		return r
+	}
+	r.OK, r.Detail = true, st.State()
+	return r
 }
 
 func testPINPad(ctx context.Context, d board.SerialDevice, c *pinpad.Client) Result {

@@ -25,6 +25,7 @@ import (
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/board/sim/cardemu"
 	"github.com/posagent/posagent/board/sim/pinpademu"
+	"github.com/posagent/posagent/board/sim/printeremu"
 	"github.com/posagent/posagent/board/sim/pty"
 	"github.com/posagent/posagent/internal/broker"
 	"github.com/posagent/posagent/internal/tmsclient"
@@ -180,7 +181,7 @@ level = "info"
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
-// startEmulators attaches the PIN pad and card reader emulators on pseudo-terminals under
+// startEmulators attaches the PIN pad, card reader and printer emulators on pseudo-terminals under
 // dir/dev and returns the [[devices]] entries that point the agent at them. The pad keeps its
 // keys in dir so a demo terminal keeps them across runs; it types 1234 when asked for a PIN.
 func startEmulators(dir string, log *slog.Logger) (devices string, closeAll func(), err error) {
@@ -199,6 +200,19 @@ func startEmulators(dir string, log *slog.Logger) (devices string, closeAll func
 		return "", nil, fmt.Errorf("card reader line: %w", err)
 	}
 	reader := cardemu.Start(line, cardemu.Default(), cardemu.Options{Logger: log})
+	pline, err := pty.Open(devDir, "printer")
+	if err != nil {
+		reader.Close()
+		pad.Close()
+		return "", nil, fmt.Errorf("printer line: %w", err)
+	}
+	// Each printed receipt lands in dir/receipts as text and as a PNG picture.
+	printer, err := printeremu.New(pline, printeremu.Config{Baud: 115200, OutDir: filepath.Join(dir, "receipts")})
+	if err != nil {
+		reader.Close()
+		pad.Close()
+		return "", nil, fmt.Errorf("printer emulator: %w", err)
+	}
 	devices = fmt.Sprintf(`
 # Emulators attached by posdemo on pseudo-terminals.
 [[devices]]
@@ -214,8 +228,15 @@ kind = "cardreader"
 [devices.port]
 path = %q
 baud = 115200
-`, pad.Path(), line.Path())
-	return devices, func() { reader.Close(); pad.Close() }, nil
+
+[[devices]]
+name = "printer"
+kind = "printer"
+[devices.port]
+path = %q
+baud = 115200
+`, pad.Path(), line.Path(), pline.Path())
+	return devices, func() { printer.Close(); reader.Close(); pad.Close() }, nil
 }
 
 // writeExampleConfig writes a terminal configuration document (the factory one, as version 2)
@@ -235,7 +256,7 @@ func printNext(dir, brokerURL, tmsPW, examplePath string) {
 	key := filepath.Join(dir, "keys", keyID+".key")
 	fmt.Printf(`
 posdemo: broker on %s, agent %s on the simulated board
-(PIN pad and card reader emulated on pseudo-terminals).
+(PIN pad, card reader and receipt printer emulated on pseudo-terminals).
 
 Try, in another terminal:
   bin/tmsctl watch %s --device %s
