@@ -155,8 +155,11 @@ func TestLinkDrainsPresenceOrderAndOutage(t *testing.T) {
 			t.Fatalf("seq %d never arrived: %v", s, seqs)
 		}
 	}
+	// A command whose PUBACK had not reached the broker when it stopped comes again after the
+	// restart (at least once; the dispatcher answers repeats from its journal), so Commands may
+	// exceed 10.
 	st := link.Status()
-	if st.Connects < 2 || st.Commands != 10 || st.Acked < 40 {
+	if st.Connects < 2 || st.Commands < 10 || st.Acked < 40 {
 		t.Fatalf("status %+v", st)
 	}
 }
