@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,9 @@ func selfTest(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
+	// The log (devices going away, from their own goroutines) and the progress line share
+	// stderr: one lock keeps their lines whole whatever writer stderr is.
+	stderr = &lockedWriter{w: stderr}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b, err := agent.OpenBoard(cfg, log)
 	if err != nil {
@@ -61,4 +65,16 @@ func selfTest(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "self-test passed")
 	return 0
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
