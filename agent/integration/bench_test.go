@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // The benchmarks here run the real, stripped posagent binary as a separate process, as it
@@ -53,10 +53,8 @@ func agentBinary(b testing.TB) string {
 func startBinary(tb testing.TB, cfgPath string) *exec.Cmd {
 	tb.Helper()
 	cmd := exec.Command(agentBinary(tb), "run", "--config", cfgPath)
-	var out bytes.Buffer
-	var mu sync.Mutex
-	w := &lockedWriter{w: &out, mu: &mu}
-	cmd.Stdout, cmd.Stderr = w, w
+	var out syncio.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -64,9 +62,7 @@ func startBinary(tb testing.TB, cfgPath string) *exec.Cmd {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if tb.Failed() {
-			mu.Lock()
 			tb.Logf("agent output:\n%s", out.String())
-			mu.Unlock()
 		}
 	})
 	return cmd

@@ -24,6 +24,7 @@ import (
 	"github.com/posagent/posagent/agent/config"
 	"github.com/posagent/posagent/agent/tmsproto"
 	_ "github.com/posagent/posagent/board/sim"
+	"github.com/posagent/posagent/internal/syncio"
 	"github.com/posagent/posagent/internal/testbroker"
 	"github.com/posagent/posagent/internal/tmsclient"
 )
@@ -212,9 +213,8 @@ func (e *env) startInProcess() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs syncio.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() { done <- agent.Run(ctx, cfg, agent.Options{Logger: log}) }()
 	e.t.Cleanup(func() {
 		cancel()
@@ -222,22 +222,9 @@ func (e *env) startInProcess() {
 			e.t.Errorf("agent: %v", err)
 		}
 		if e.t.Failed() {
-			logMu.Lock()
 			e.t.Logf("agent log:\n%s", logs.String())
-			logMu.Unlock()
 		}
 	})
-}
-
-type lockedWriter struct {
-	w  *bytes.Buffer
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // child is an agent in its own process.

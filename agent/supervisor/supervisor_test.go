@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,29 +12,12 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/backoff"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
-// syncBuffer lets the test read log output while services write it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
-func newTest(t *testing.T, healthyAfter time.Duration) (*Supervisor, *syncBuffer) {
+func newTest(t *testing.T, healthyAfter time.Duration) (*Supervisor, *syncio.Buffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &syncio.Buffer{}
 	s := New(Options{
 		Backoff:      backoff.Policy{Base: time.Millisecond, Cap: 2 * time.Millisecond},
 		HealthyAfter: healthyAfter,

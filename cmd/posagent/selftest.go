@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/posagent/posagent/agent"
 	"github.com/posagent/posagent/agent/hardware"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // selfTest tests the terminal's devices from the command line, for a technician with the agent
@@ -24,7 +24,7 @@ func selfTest(args []string, stdout, stderr io.Writer) int {
 	}
 	// The log (devices going away, from their own goroutines) and the progress line share
 	// stderr: one lock keeps their lines whole whatever writer stderr is.
-	stderr = &lockedWriter{w: stderr}
+	stderr = syncio.NewWriter(stderr)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b, err := agent.OpenBoard(cfg, log)
 	if err != nil {
@@ -65,16 +65,4 @@ func selfTest(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "self-test passed")
 	return 0
-}
-
-// lockedWriter serialises writes to w.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

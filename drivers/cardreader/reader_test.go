@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/posagent/posagent/drivers/cardreader"
 	"github.com/posagent/posagent/drivers/emv"
 	"github.com/posagent/posagent/drivers/serial"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // Link timings for tests: short, so that every fault ends well inside a second.
@@ -453,28 +453,10 @@ func TestCancelAndClose(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the driver's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Logging a card read — the driver's own logs at debug level and everything a careless
 // caller might log — never shows the full PAN, track data or tag 57/5A values.
 func TestNoCardDataInLogs(t *testing.T) {
-	var buf syncBuffer
+	var buf syncio.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opt := testOptions
 	opt.Logger = log

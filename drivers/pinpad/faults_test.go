@@ -9,12 +9,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/posagent/posagent/board/sim/pinpademu"
 	"github.com/posagent/posagent/drivers/pinpad"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // Faults the protocol recovers from: the command succeeds, after retransmissions.
@@ -156,11 +156,8 @@ func TestPadResynchronisesAfterHostGarbage(t *testing.T) {
 // Secrets stay out of logs, errors and printed values, faults or not.
 func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	t.Parallel()
-	var (
-		mu  sync.Mutex
-		out bytes.Buffer
-	)
-	log := slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &out}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var out syncio.Buffer
+	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	co := fast
 	co.Logger = log
 	r := newRig(t, pinpademu.Options{Logger: log}, co)
@@ -187,9 +184,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	printed = append(printed, fmt.Sprint(err), fmt.Sprint(k), fmt.Sprintf("%+v", k),
 		fmt.Sprint(pinpad.PINRequest{PAN: pan}), fmt.Sprintf("%+v", pinpad.PINRequest{PAN: pan}))
 
-	mu.Lock()
 	all := out.String() + strings.Join(printed, "\n")
-	mu.Unlock()
 	secrets := map[string]string{"PAN": pan, "PAN middle": pan[6 : len(pan)-4], "PIN": pin, "PIN block": hex.EncodeToString(blk[:])}
 	for name, key := range map[string][]byte{"transport key": transportKey, "KEK": kekClear, "PIK": pikClear, "new PIK": pik2Clear,
 		"wrapped KEK": wrap(transportKey, kekClear), "wrapped PIK": wrap(kekClear, pikClear), "wrapped new PIK": wrap(kekClear, pik2Clear)} {
@@ -204,17 +199,6 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	if !strings.Contains(all, pinpad.MaskPAN(pan)) {
 		t.Errorf("masked PAN %s not used", pinpad.MaskPAN(pan))
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // BenchmarkRoundTrip is the per-command cost of the protocol over a pseudo-terminal: one KEY

@@ -1,14 +1,12 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/broker"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // wait bounds every network wait so that a broken broker fails the test instead of hanging it.
@@ -26,30 +25,13 @@ var users = map[string]string{"tms": "tms-secret", "dev1": "pw-1", "dev2": "pw-2
 // testLogger collects the broker's log and prints it if the test fails. It buffers rather
 // than calling t.Log because broker goroutines may still log after the test has returned.
 func testLogger(t testing.TB) *slog.Logger {
-	w := &lockedBuffer{}
+	w := &syncio.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("broker log:\n%s", w.String())
 		}
 	})
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func startBroker(t testing.TB, opts broker.Options) *broker.Broker {

@@ -10,7 +10,8 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
+
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // Exit statuses shared by the subcommands.
@@ -67,8 +68,8 @@ func Commands() []Command {
 // Run dispatches args (without the program name) to one of cmds and returns the exit status.
 func Run(ctx context.Context, env Env, args []string, cmds []Command) int {
 	// Commands write from several goroutines (watch handlers, the logger, progress).
-	env.Stdout = &lockedWriter{w: env.Stdout}
-	env.Stderr = &lockedWriter{w: env.Stderr}
+	env.Stdout = syncio.NewWriter(env.Stdout)
+	env.Stderr = syncio.NewWriter(env.Stderr)
 	if len(args) == 0 {
 		usage(env.Stderr, cmds)
 		return ExitUsage
@@ -91,17 +92,6 @@ func Run(ctx context.Context, env Env, args []string, cmds []Command) int {
 	fmt.Fprintf(env.Stderr, "tmsctl: unknown command %q\n\n", name)
 	usage(env.Stderr, cmds)
 	return ExitUsage
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func usage(w io.Writer, cmds []Command) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/internal/syncio"
 	"github.com/posagent/posagent/internal/tmsclient"
 )
 
@@ -286,7 +287,7 @@ func TestWatchOverTLS(t *testing.T) {
 }
 
 func TestProgressPlainAndBar(t *testing.T) {
-	var b syncBuffer
+	var b syncio.Buffer
 	p := &progress{w: &b}
 	for _, a := range []tmsproto.Ack{
 		{State: "accepted"}, {State: "running", Progress: 10}, {State: "running", Progress: 10},

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -16,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/internal/syncio"
 	"github.com/posagent/posagent/internal/testpki"
 )
 
@@ -63,26 +63,8 @@ func startBroker(t *testing.T, tlsConf *tls.Config) (plain, secure string) {
 	return plain, secure
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type run struct {
-	stdout, stderr syncBuffer
+	stdout, stderr syncio.Buffer
 	code           int
 }
 
