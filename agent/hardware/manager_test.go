@@ -2,7 +2,6 @@ package hardware_test
 
 import (
 	"context"
-	"crypto/des"
 	"log/slog"
 	"slices"
 	"strings"
@@ -320,32 +319,19 @@ func TestStopClosesEverything(t *testing.T) {
 	}
 }
 
-func tdes(k []byte) []byte {
-	if len(k) == 16 {
-		return append(append([]byte(nil), k...), k[:8]...)
-	}
-	return k
-}
-
-// encrypt wraps key under parent (TDES-ECB), as a key-loading host does.
+// encrypt and checkValue are the key-loading host's side, from the emulator's tooling.
 func encrypt(parent, key []byte) []byte {
-	b, err := des.NewTripleDESCipher(tdes(parent))
+	out, err := pinpademu.WrapKey(parent, key)
 	if err != nil {
 		panic(err)
-	}
-	out := make([]byte, len(key))
-	for i := 0; i < len(key); i += 8 {
-		b.Encrypt(out[i:i+8], key[i:i+8])
 	}
 	return out
 }
 
 func checkValue(key []byte) []byte {
-	b, err := des.NewTripleDESCipher(tdes(key))
+	cv, err := pinpademu.KeyCheckValue(key)
 	if err != nil {
 		panic(err)
 	}
-	out := make([]byte, 8)
-	b.Encrypt(out, out)
-	return out[:3]
+	return cv
 }
