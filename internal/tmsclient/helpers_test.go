@@ -13,68 +13,20 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/internal/testbroker"
 )
 
 // startBroker runs a real MQTT broker in-process on a free loopback port and returns it with
 // its URL (ssl:// when tlsConf is set).
 func startBroker(t *testing.T, tlsConf *tls.Config) (*mochi.Server, string) {
 	t.Helper()
-	s := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := s.AddHook(&allowAll{srv: s}, nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0", TLSConfig: tlsConf})
-	if err := s.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// mochi's Close can deadlock against a client that is still being removed (a
-		// recursive read lock with a writer waiting), so let the clients go first.
-		for i := 0; i < 5000 && s.Clients.Len() > 0; i++ {
-			time.Sleep(time.Millisecond)
-		}
-		_ = s.Close()
-	})
-	scheme := "tcp://"
+	b := testbroker.StartOpen(t, tlsConf)
 	if tlsConf != nil {
-		scheme = "ssl://"
+		return b.Server, b.TLSURL
 	}
-	return s, scheme + l.Address()
+	return b.Server, b.URL
 }
-
-// allowAll admits every client to every topic. mochi's own hooks/auth would do, but it drags
-// in a YAML module that go.sum does not carry.
-//
-// It also works around a mochi race: when a clean-session client reconnects under the same id
-// before the broker has finished cleaning up its dropped connection, that cleanup deletes the
-// new client from the registry and the client silently receives nothing. Holding the new
-// connection until the old one is gone makes a reconnect test deterministic.
-type allowAll struct {
-	mochi.HookBase
-	srv *mochi.Server
-}
-
-func (*allowAll) ID() string { return "allow-all" }
-func (*allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-func (h *allowAll) OnConnectAuthenticate(cl *mochi.Client, _ packets.Packet) bool {
-	for range 5000 {
-		old, ok := h.srv.Clients.Get(cl.ID)
-		if !ok || !old.Closed() {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return true
-}
-func (*allowAll) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 
 // testCtx is a context bounded by the test's deadline, so a hang fails instead of blocking.
 func testCtx(t *testing.T) context.Context {

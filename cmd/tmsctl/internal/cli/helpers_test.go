@@ -4,63 +4,24 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/syncio"
+	"github.com/posagent/posagent/internal/testbroker"
 	"github.com/posagent/posagent/internal/testpki"
 )
-
-// allowAll admits every client to every topic (mochi's hooks/auth needs a module go.sum
-// lacks).
-type allowAll struct{ mochi.HookBase }
-
-func (allowAll) ID() string { return "allow-all" }
-func (allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-func (allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
-func (allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
 
 // startBroker runs a real broker in-process with a plain listener and, when tlsConf is set, a
 // TLS one; it returns their URLs.
 func startBroker(t *testing.T, tlsConf *tls.Config) (plain, secure string) {
 	t.Helper()
-	s := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := s.AddHook(new(allowAll), nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "plain", Address: "127.0.0.1:0"})
-	if err := s.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	plain = "tcp://" + l.Address()
-	if tlsConf != nil {
-		lt := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: tlsConf})
-		if err := s.AddListener(lt); err != nil {
-			t.Fatal(err)
-		}
-		secure = "ssl://" + lt.Address()
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// mochi's Close can deadlock against a client still being removed; let them go first.
-		for i := 0; i < 5000 && s.Clients.Len() > 0; i++ {
-			time.Sleep(time.Millisecond)
-		}
-		_ = s.Close()
-	})
-	return plain, secure
+	b := testbroker.StartOpen(t, tlsConf)
+	return b.URL, b.TLSURL
 }
 
 type run struct {
