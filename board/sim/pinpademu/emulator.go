@@ -12,12 +12,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/posagent/posagent/board/sim/pty"
 )
@@ -188,7 +185,6 @@ func (e *Emulator) Unplug() {
 	e.mu.Unlock()
 	if s != nil {
 		close(s.stop)
-		_ = s.f.Close()
 	}
 	e.line.Unplug()
 	e.wg.Wait()
@@ -211,9 +207,11 @@ func (e *Emulator) Replug() error {
 
 // start runs a session on the current line; e.mu is held.
 func (e *Emulator) start() error {
-	f, err := pollable(e.line.Emulator())
-	if err != nil {
-		return err
+	// The line's end is under Go's poller (board/sim/pty), so the line's Unplug interrupts the
+	// session's Read.
+	f := e.line.Emulator()
+	if f == nil {
+		return errors.New("pinpademu: line is unplugged")
 	}
 	s := &session{
 		e:      e,
@@ -230,34 +228,6 @@ func (e *Emulator) start() error {
 	go s.read()
 	go s.run()
 	return nil
-}
-
-// pollable duplicates the line's end into a file the runtime poller manages. The line's own
-// file is in blocking mode (creack/pty reads its name through Fd), and closing a blocking file
-// does not interrupt a Read in progress: the unplug would never reach the driver. Closing the
-// duplicate does interrupt, and then the line's Unplug really closes the last descriptor.
-func pollable(f *os.File) (*os.File, error) {
-	if f == nil {
-		return nil, errors.New("pinpademu: line is unplugged")
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var fd int
-	var derr error
-	if err := rc.Control(func(orig uintptr) { fd, derr = unix.Dup(int(orig)) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("pinpademu: dup: %w", derr)
-	}
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		_ = unix.Close(fd)
-		return nil, fmt.Errorf("pinpademu: %w", err)
-	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 // SetFaults replaces the fault switches.
