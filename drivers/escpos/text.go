@@ -4,7 +4,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"golang.org/x/text/encoding/charmap"
 	"golang.org/x/text/encoding/simplifiedchinese"
 )
 
@@ -16,11 +15,11 @@ type runeEncoder interface {
 func charsetEncoder(c Charset) runeEncoder {
 	switch c {
 	case PC437:
-		return charmap.CodePage437
+		return tablePC437
 	case CP866:
-		return charmap.CodePage866
+		return tableCP866
 	case WPC1251:
-		return charmap.Windows1251
+		return tableWPC1251
 	case KZ1048:
 		return kz1048{}
 	}
@@ -51,7 +50,7 @@ func (kz1048) EncodeRune(r rune) (byte, bool) {
 	if b, ok := kzRunes[r]; ok {
 		return b, true
 	}
-	b, ok := charmap.Windows1251.EncodeRune(r)
+	b, ok := tableWPC1251.EncodeRune(r)
 	if !ok || kzTaken[b] {
 		return 0, false
 	}

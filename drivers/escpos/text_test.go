@@ -82,3 +82,29 @@ func TestTextWidth(t *testing.T) {
 		t.Error("columns")
 	}
 }
+
+// The driver's own tables must agree with x/text's for every byte, both ways.
+func TestSingleByteTablesMatchCharmap(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ours *singleByte
+		ref  *charmap.Charmap
+	}{{"pc437", tablePC437, charmap.CodePage437}, {"cp866", tableCP866, charmap.CodePage866}, {"wpc1251", tableWPC1251, charmap.Windows1251}} {
+		for b := 0; b < 256; b++ {
+			want := c.ref.DecodeByte(byte(b))
+			if got := c.ours.DecodeByte(byte(b)); got != want {
+				t.Errorf("%s: decode %#02x = %U, charmap %U", c.name, b, got, want)
+			}
+			if want == '\uFFFD' {
+				continue
+			}
+			wb, wok := c.ref.EncodeRune(want)
+			if gb, gok := c.ours.EncodeRune(want); gb != wb || gok != wok {
+				t.Errorf("%s: encode %U = %#02x %v, charmap %#02x %v", c.name, want, gb, gok, wb, wok)
+			}
+		}
+		if _, ok := c.ours.EncodeRune('€' + 1); ok {
+			t.Errorf("%s: encodes a rune it has not", c.name)
+		}
+	}
+}
