@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/posagent/posagent/agent/buildinfo"
 	"github.com/posagent/posagent/agent/command"
 	"github.com/posagent/posagent/agent/hardware"
+	"github.com/posagent/posagent/agent/spool"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
 )
@@ -54,6 +56,47 @@ func (a *Agent) registerCommands() {
 	a.disp.Register("logs.upload", command.Kind{Check: checkLogsUpload, Run: a.logsUpload, Concurrent: true})
 	// Not concurrent: a self-test beeps, writes on the PIN pad and blinks the LEDs.
 	a.disp.Register("selftest", command.Kind{Check: emptyBody, Run: a.selfTest})
+	// Concurrent: a test page out of paper waits for the shop to load a roll (print.stopped
+	// tells the TMS); other commands need not wait with it.
+	a.disp.Register("print.test", command.Kind{Check: emptyBody, Run: a.printTest, Concurrent: true})
+}
+
+// printTest prints the test page and follows it to its end, with the elements printed as
+// progress. Resumed after a restart, it prints the page again: the queue is in memory.
+func (a *Agent) printTest(ctx context.Context, req *command.Request) (any, error) {
+	sp := a.hw.Spooler()
+	model, ok := a.hw.PrinterModel()
+	if sp == nil || !ok {
+		return nil, errors.New("no receipt printer on this terminal")
+	}
+	id := a.board.Identity()
+	tk, err := sp.Submit("test page", spool.TestPage(spool.TestInfo{Serial: id.Serial, Model: id.Model,
+		Board: a.board.Profile().Name, Version: buildinfo.Version, Time: time.Now()}, model))
+	if err != nil {
+		return nil, err
+	}
+	for {
+		changed := tk.Changed()
+		info := tk.Info()
+		switch info.State {
+		case spool.Done:
+			return info, nil
+		case spool.Failed, spool.Cancelled:
+			return info, tk.Err()
+		}
+		if info.Total > 0 {
+			if err := req.Progress(ctx, info.Done*100/info.Total); err != nil {
+				tk.Cancel()
+				return nil, err
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			tk.Cancel() // stopping: the command resumes at the next start
+			return nil, ctx.Err()
+		}
+	}
 }
 
 func emptyBody(body []byte) (any, error) {

@@ -11,12 +11,14 @@ package hardware
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
 
+	"github.com/posagent/posagent/agent/spool"
 	"github.com/posagent/posagent/board"
 	"github.com/posagent/posagent/drivers/cardreader"
 	"github.com/posagent/posagent/drivers/escpos"
@@ -59,7 +61,9 @@ type Options struct {
 	// Driver options; their loggers default to Logger.
 	PINPad     pinpad.Options
 	CardReader cardreader.Options
-	Logger     *slog.Logger
+	// Spool configures the printer's queue; Printer, Event and Logger are set here.
+	Spool  spool.Options
+	Logger *slog.Logger
 }
 
 // Manager owns the peripherals while Run runs.
@@ -87,7 +91,8 @@ type serialDevice struct {
 	pad     *pinpad.Client
 	reader  *cardreader.Reader
 	printer *escpos.Printer
-	err     error // why the device could not be set up
+	spool   *spool.Spooler // the printer's queue
+	err     error          // why the device could not be set up
 }
 
 // New creates a manager; nothing is opened before Run.
@@ -135,6 +140,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if m.ind != nil {
 		wg.Go(func() { m.followLink(ctx) })
+	}
+	for _, d := range m.serial {
+		if d.spool != nil {
+			wg.Go(func() { _ = d.spool.Run(ctx) })
+		}
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -198,6 +208,9 @@ func (m *Manager) openSerial(ctx context.Context, d board.SerialDevice) *serialD
 			return sd
 		}
 		sd.printer = pr
+		so := m.o.Spool
+		so.Printer, so.Event, so.Logger = pr, m.o.Event, m.log.With("device", d.Name)
+		sd.spool = spool.New(so)
 	}
 	return sd
 }
@@ -388,6 +401,11 @@ func (d *serialDevice) state() board.DeviceState {
 		} else if st.State() != "ok" {
 			s.State = st.State()
 		}
+		if d.spool != nil {
+			if jobs := d.spool.Jobs(); len(jobs) > 0 && jobs[0].State == spool.Waiting {
+				s.Detail = fmt.Sprintf("job %q waits: %s; %d queued", jobs[0].Name, jobs[0].Reason, len(jobs))
+			}
+		}
 	}
 	return s
 }
@@ -402,6 +420,32 @@ func (m *Manager) PINPad() *pinpad.Client {
 		}
 	}
 	return nil
+}
+
+// Spooler is the receipt printer's queue, nil when the profile has no printer or the
+// manager is not running.
+func (m *Manager) Spooler() *spool.Spooler {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.serial {
+		if d.spool != nil {
+			return d.spool
+		}
+	}
+	return nil
+}
+
+// PrinterModel is the ESC/POS model of the receipt printer, for laying out receipts; false
+// when there is no printer.
+func (m *Manager) PrinterModel() (escpos.Model, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.serial {
+		if d.printer != nil {
+			return d.printer.Model(), true
+		}
+	}
+	return escpos.Model{}, false
 }
 
 // CardReader is the card reader's driver, nil when the profile has none or the manager is

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/hardware"
+	"github.com/posagent/posagent/agent/spool"
 	"github.com/posagent/posagent/board"
 	"github.com/posagent/posagent/board/sim"
 	"github.com/posagent/posagent/board/sim/cardemu"
@@ -96,6 +97,7 @@ func newRig(t *testing.T, printer bool) *rig {
 			r.events <- event{kind, body}
 		},
 		Online: func() bool { return true },
+		Spool:  spool.Options{WaitPoll: 50 * time.Millisecond},
 		Logger: quiet,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -257,6 +259,38 @@ func TestPrinterStatusInSelfTestAndStates(t *testing.T) {
 	if st := state(r.m.Devices(), "printer"); st.State != board.StateOK {
 		t.Fatalf("printer state after loading paper %+v", st)
 	}
+}
+
+// A receipt that runs out of paper waits in the printer's queue, with events and the
+// device's state saying so, and finishes once paper is loaded.
+func TestPrinterQueueWaitsForPaper(t *testing.T) {
+	r := newRig(t, true)
+	sp := r.m.Spooler()
+	model, ok := r.m.PrinterModel()
+	if sp == nil || !ok {
+		t.Fatal("no printer queue")
+	}
+	r.printer.PaperOutAfter(3)
+	tk, err := sp.Submit("test page", spool.TestPage(spool.TestInfo{Serial: "SIM1"}, model))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := r.waitEvent(t, spool.EventStopped); e.body["reason"] != "paper-out" || e.body["name"] != "test page" {
+		t.Errorf("stopped event %v", e.body)
+	}
+	r.waitState(t, "printer", "paper-out")
+	if st := state(r.m.Devices(), "printer"); !strings.Contains(st.Detail, `job "test page" waits: paper-out`) {
+		t.Errorf("printer detail %q", st.Detail)
+	}
+	r.printer.LoadPaper()
+	r.waitEvent(t, spool.EventResumed)
+	if err := tk.Wait(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if rs := r.printer.Receipts(); len(rs) != 1 || !strings.Contains(rs[0].Text, "END OF TEST") {
+		t.Fatalf("receipts %v", rs)
+	}
+	r.waitState(t, "printer", board.StateOK)
 }
 
 // Unplugging the PIN pad's line is an event and a gone state; the replug brings both back.

@@ -2,7 +2,10 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -16,6 +19,10 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/board/sim/cardemu"
+	"github.com/posagent/posagent/board/sim/pinpademu"
+	"github.com/posagent/posagent/board/sim/printeremu"
+	"github.com/posagent/posagent/board/sim/pty"
 	"github.com/posagent/posagent/internal/syncio"
 )
 
@@ -100,7 +107,10 @@ func BenchmarkStartToConnected(b *testing.B) {
 }
 
 // BenchmarkIdleAgentRSS: resident memory of a connected, idle agent after a minute
-// (POSAGENT_BENCH_IDLE overrides the wait).
+// (POSAGENT_BENCH_IDLE overrides the wait): on the bare sim board, and with a PIN pad, a card
+// reader and a printer attached (emulators on pseudo-terminals) that have each done some
+// work (a self-test, a test page) before the idle minute. The difference is what the drivers
+// add.
 func BenchmarkIdleAgentRSS(b *testing.B) {
 	idle := time.Minute
 	if v := os.Getenv("POSAGENT_BENCH_IDLE"); v != "" {
@@ -109,21 +119,75 @@ func BenchmarkIdleAgentRSS(b *testing.B) {
 		}
 	}
 	e := newEnvTB(b, "BENCH-RSS")
-	var rss float64
-	for i := 0; i < b.N; i++ {
+	// run starts the agent with extra configuration, lets work run once it is online, waits
+	// idle and returns its resident set in MiB.
+	run := func(extra string, work func()) float64 {
 		e.dir = b.TempDir()
-		cmd := startBinary(b, e.configFile(""))
-		waitFor(b, 20*time.Second, "online", func() bool { return e.onlineCount() > 0 })
+		before := e.onlineCount()
+		cmd := startBinary(b, e.configFile(extra))
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		waitFor(b, 20*time.Second, "online", func() bool { return e.onlineCount() > before })
+		if work != nil {
+			work()
+		}
 		time.Sleep(idle)
 		kb, err := vmRSS(cmd.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}
-		rss = float64(kb) / 1024
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		return float64(kb) / 1024
 	}
-	b.ReportMetric(rss, "MiB-rss")
+	devices, closeDevices := benchDevices(b)
+	defer closeDevices()
+	var bare, withDevices float64
+	for i := 0; i < b.N; i++ {
+		bare = run("", nil)
+		withDevices = run(devices, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			for _, kind := range []string{"selftest", "print.test"} {
+				sent, err := e.tms.Send(ctx, e.device, e.key, tmsproto.Command{Kind: kind})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if a := e.finalAck(sent.Match(), 0); a.State != tmsproto.StateSucceeded {
+					b.Fatalf("%s: %+v", kind, a)
+				}
+			}
+		})
+	}
+	b.ReportMetric(bare, "MiB-rss")
+	b.ReportMetric(withDevices, "MiB-rss-devices")
+	b.ReportMetric(withDevices-bare, "MiB-drivers")
+}
+
+// benchDevices starts the PIN pad, card reader and printer emulators on pseudo-terminals and
+// returns the [[devices]] configuration naming them.
+func benchDevices(b *testing.B) (string, func()) {
+	dir := b.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pad, err := pinpademu.New(pinpademu.Options{Dir: dir, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rline, err := pty.Open(dir, "cardreader")
+	if err != nil {
+		b.Fatal(err)
+	}
+	reader := cardemu.Start(rline, cardemu.Default(), cardemu.Options{Logger: quiet})
+	pline, err := pty.Open(dir, "printer")
+	if err != nil {
+		b.Fatal(err)
+	}
+	printer, err := printeremu.New(pline, printeremu.Config{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cfg strings.Builder
+	for _, d := range []struct{ name, path string }{{"pinpad", pad.Path()}, {"cardreader", rline.Path()}, {"printer", pline.Path()}} {
+		fmt.Fprintf(&cfg, "\n[[devices]]\nname = %q\nkind = %q\n[devices.port]\npath = %q\nbaud = 115200\n", d.name, d.name, d.path)
+	}
+	return cfg.String(), func() { printer.Close(); reader.Close(); pad.Close(); pline.Close(); rline.Close() }
 }
 
 func vmRSS(pid int) (int, error) {

@@ -205,9 +205,12 @@ func (e *env) resetUplinks() {
 }
 
 // startInProcess runs the agent in this process until the test ends.
-func (e *env) startInProcess() {
+func (e *env) startInProcess() { e.startInProcessWith("") }
+
+// startInProcessWith adds extra to the configuration file (e.g. [[devices]]).
+func (e *env) startInProcessWith(extra string) {
 	e.t.Helper()
-	cfg, err := config.Load(e.configFile(""))
+	cfg, err := config.Load(e.configFile(extra))
 	if err != nil {
 		e.t.Fatal(err)
 	}

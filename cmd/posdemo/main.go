@@ -263,10 +263,11 @@ Try, in another terminal:
   bin/tmsctl send  %s --device %s --sign-key %s stats.now
   bin/tmsctl send  %s --device %s --sign-key %s --body %s config.apply
   bin/tmsctl send  %s --device %s --sign-key %s selftest
+  bin/tmsctl send  %s --device %s --sign-key %s print.test   (the page lands in %s)
   bin/tmsctl send  %s --device %s --sign-key %s reboot
 
 Ctrl-C stops the demo; its state stays in %s.
 
 `, brokerURL, deviceID, conn, deviceID, conn, deviceID, key, conn, deviceID, key, examplePath,
-		conn, deviceID, key, conn, deviceID, key, dir)
+		conn, deviceID, key, conn, deviceID, key, filepath.Join(dir, "receipts"), conn, deviceID, key, dir)
 }

@@ -33,6 +33,9 @@ type JobError struct {
 	Err         error  // one of the errors above, a serial.ErrGone error, or the context's error
 	Done, Total int    // elements confirmed printed, of Total
 	Status      Status // the printer status that stopped the job, when one was read
+	// Sent: bytes of this attempt reached the port. When false, the printer was never sent
+	// anything (it failed the status check before the job, or the port was gone).
+	Sent bool
 }
 
 func (e *JobError) Error() string {

@@ -51,6 +51,11 @@ type Printer struct {
 	id   int        // last process ID used
 	line pacer
 
+	// unsure: a job broke off without the printer hearing the end of it (device gone, a
+	// write that never returned), so its buffer may hold part of that job; the next job
+	// clears it first.
+	unsure bool
+
 	lastMu sync.Mutex
 	last   Status
 	lastAt time.Time
@@ -169,13 +174,14 @@ func (p *Printer) run(ctx context.Context, job *Job) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	total := len(job.elems)
+	sent := false
 	fail := func(err error, st Status) error {
 		p.stats.failed.Add(1)
 		var se *stopError
 		if errors.As(err, &se) {
 			err, st = se.cause, se.status
 		}
-		return &JobError{Err: err, Done: job.done, Total: total, Status: st}
+		return &JobError{Err: err, Done: job.done, Total: total, Status: st, Sent: sent}
 	}
 	s, err := p.open()
 	if err != nil {
@@ -190,17 +196,28 @@ func (p *Printer) run(ctx context.Context, job *Job) error {
 	if err := st.Err(); err != nil {
 		return fail(err, st)
 	}
+	if p.unsure {
+		// Whatever of the broken-off job is still in the printer must not print now.
+		if err := s.clear(ctx); err != nil {
+			p.log.Warn("could not clear the printer's buffers after a broken-off job", "err", err)
+		}
+		p.unsure = false
+	}
 
 	s.confirmed = job.done
+	sent = true
 	err = s.stream(ctx, job)
 	job.done = s.confirmedElems()
 	if err != nil {
-		if !serial.IsGone(err) && !errors.Is(err, errBroken) {
+		if serial.IsGone(err) || errors.Is(err, errBroken) {
+			p.unsure = true
+		} else {
 			// Leave nothing half-sent in the printer: it would print it by itself once the
 			// paper is in, and Resume sends it again.
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.opt.Timeout)
 			if cerr := s.clear(cctx); cerr != nil {
 				p.log.Warn("could not clear the printer's buffers after a stop", "err", cerr)
+				p.unsure = true
 			}
 			cancel()
 			job.done = s.confirmedElems()
