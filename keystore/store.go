@@ -146,7 +146,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.reconcile(ctx); err != nil {
+	if err := s.Reconcile(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -171,8 +171,9 @@ func readMap(tx *bolt.Tx) (keyMap, error) {
 	return m, nil
 }
 
-// reconcile drops map entries the backend does not back.
-func (s *Store) reconcile(ctx context.Context) error {
+// Reconcile drops map entries the backend does not back (done at Open; again once a PIN
+// pad that was not there at Open answers).
+func (s *Store) Reconcile(ctx context.Context) error {
 	keys, err := s.o.Backend.Keys(ctx)
 	if err != nil {
 		// A PIN pad not answering yet must not lose the map: keep it and check next time.

@@ -2,6 +2,7 @@ package pinpad
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -23,13 +24,19 @@ func (c *Client) CloseSession(ctx context.Context) error {
 	return err
 }
 
-// Info reads the pad's identity and its loaded key slots (INFO).
+// Info reads the pad's identity and its loaded key slots with their algorithms (INFO, layout
+// 01). A pad that predates layout 01 is asked again the original way; its keys are TDES.
 func (c *Client) Info(ctx context.Context) (Info, error) {
-	data, err := c.call(ctx, []byte{cmdInfo}, c.opt.ResponseTimeout)
+	withAlg := true
+	data, err := c.call(ctx, []byte{cmdInfo, infoLayout1}, c.opt.ResponseTimeout)
+	if errors.Is(err, ErrBadParameter) {
+		withAlg = false
+		data, err = c.call(ctx, []byte{cmdInfo}, c.opt.ResponseTimeout)
+	}
 	if err != nil {
 		return Info{}, err
 	}
-	in, err := decodeInfo(data)
+	in, err := decodeInfo(data, withAlg)
 	if err != nil {
 		return Info{}, fmt.Errorf("pinpad: INFO: %w", err)
 	}
@@ -141,6 +148,67 @@ func (c *Client) KeyCheckValue(ctx context.Context, slot int) (Usage, KCV, error
 	}
 	copy(kcv[:], data[2:])
 	return Usage(data[0]), kcv, nil
+}
+
+// KeyInfo reads the usage, algorithm, length and check value of the key in a slot (KEY
+// CHECK VALUE, layout 01); ErrNoKey when the slot is empty.
+func (c *Client) KeyInfo(ctx context.Context, slot int) (SlotInfo, KCV, error) {
+	if slot < 0 || slot > MaxSlot {
+		return SlotInfo{}, KCV{}, fmt.Errorf("pinpad: KEY CHECK VALUE: %w: slot %d", ErrBadParameter, slot)
+	}
+	data, err := c.call(ctx, []byte{cmdKCV, byte(slot), infoLayout1}, c.opt.ResponseTimeout)
+	if err != nil {
+		return SlotInfo{}, KCV{}, err
+	}
+	s, kcv, err := decodeKeyInfo(slot, data)
+	if err != nil {
+		return SlotInfo{}, KCV{}, fmt.Errorf("pinpad: KEY CHECK VALUE: %w", err)
+	}
+	return s, kcv, nil
+}
+
+// MAC has the pad compute a MAC of data (1..MaxMACData bytes) with the MAK in slot (MAC).
+// It returns 8 bytes: the full X9.9 or X9.19 MAC (hosts usually send the first 4), or the 8
+// ASCII characters of the UnionPay ECB MAC. ErrWrongUsage when the slot holds no MAK, or a
+// MAK of the wrong length for alg (X9.9 takes a single-length key, X9.19 a double or triple
+// length one). The data may hold card data: it is never logged.
+func (c *Client) MAC(ctx context.Context, slot int, alg MACAlgorithm, data []byte) ([]byte, error) {
+	p, err := encodeMAC(slot, alg, data)
+	if err != nil {
+		return nil, fmt.Errorf("pinpad: MAC: %w", err)
+	}
+	out, err := c.call(ctx, p, c.opt.ResponseTimeout)
+	clear(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) != 8 {
+		return nil, fmt.Errorf("pinpad: MAC: %w: MAC of %d bytes", ErrProtocol, len(out))
+	}
+	return out, nil
+}
+
+// LoadKeyBlock writes the key of a TR-31 key block into slot, unwrapped by the pad with the
+// key in parent, the key block protection key (LOAD KEY BLOCK). The header decides the usage:
+// K0/K1 give a KEK (only under the transport slot), P0 a PIK, M0/M1/M3 a MAK and D0 a TDK
+// (only under a KEK). A block that is malformed, fails its MAC or was not made under the
+// parent's key is ErrBadKeyBlock; a header the pad does not allow there is ErrWrongUsage.
+// On any refusal the slot keeps its previous key. The block never appears in logs or errors.
+func (c *Client) LoadKeyBlock(ctx context.Context, slot, parent int, block string) (KeyBlockResult, error) {
+	p, err := encodeLoadKeyBlock(slot, parent, block)
+	if err != nil {
+		return KeyBlockResult{}, fmt.Errorf("pinpad: LOAD KEY BLOCK: %w", err)
+	}
+	data, err := c.call(ctx, p, c.opt.ResponseTimeout)
+	clear(p)
+	if err != nil {
+		return KeyBlockResult{}, err
+	}
+	r, err := decodeKeyBlockResult(data)
+	if err != nil {
+		return KeyBlockResult{}, fmt.Errorf("pinpad: LOAD KEY BLOCK: %w", err)
+	}
+	return r, nil
 }
 
 // Erase zeroises keys (ERASE).

@@ -16,7 +16,9 @@
 //	blk, err := c.GetPIN(ctx, pinpad.PINRequest{PAN: pan, Slot: pikSlot})
 //
 // The clear PIN never leaves the pad: GetPIN returns the ISO 9564 format 0 block encrypted
-// under the pad's PIN key, and keys reach the pad only encrypted under their parent key.
+// under the pad's PIN key, MAC computes X9.9, X9.19 and UnionPay ECB MACs with the pad's MAC
+// key, and keys reach the pad only encrypted under their parent key (LoadKey) or in TR-31 key
+// blocks (LoadKeyBlock).
 // Nothing secret (PIN block, key, full PAN) appears in this package's logs, errors or
 // String methods.
 package pinpad

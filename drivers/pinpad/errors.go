@@ -30,6 +30,7 @@ var (
 	ErrNoKey            = errors.New("pinpad: no key in slot")
 	ErrWrongUsage       = errors.New("pinpad: key usage does not allow this")
 	ErrKCVMismatch      = errors.New("pinpad: key check value mismatch")
+	ErrBadKeyBlock      = errors.New("pinpad: key block refused (malformed, failed its MAC or not under this parent key)")
 	ErrCancelled        = errors.New("pinpad: cancelled by the cardholder")
 	ErrEntryTimeout     = errors.New("pinpad: PIN entry timed out")
 	ErrBypassNotAllowed = errors.New("pinpad: PIN bypass not allowed")
@@ -51,6 +52,7 @@ const (
 	StatusNoKey            Status = 0x05
 	StatusWrongUsage       Status = 0x06
 	StatusKCVMismatch      Status = 0x07
+	StatusBadKeyBlock      Status = 0x08
 	StatusCancelled        Status = 0x10
 	StatusEntryTimeout     Status = 0x11
 	StatusBypassNotAllowed Status = 0x12
@@ -67,6 +69,7 @@ var statusErrs = map[Status]error{
 	StatusNoKey:            ErrNoKey,
 	StatusWrongUsage:       ErrWrongUsage,
 	StatusKCVMismatch:      ErrKCVMismatch,
+	StatusBadKeyBlock:      ErrBadKeyBlock,
 	StatusCancelled:        ErrCancelled,
 	StatusEntryTimeout:     ErrEntryTimeout,
 	StatusBypassNotAllowed: ErrBypassNotAllowed,

@@ -17,6 +17,11 @@ import (
 	"github.com/posagent/posagent/internal/syncio"
 )
 
+var (
+	pik3Clear = unhex("3A4B5C6D7E8F9A0B1C2D3E4F5A6B7C8D")
+	pik4Clear = unhex("D8C7B6A5F4E3D2C1B0A9F8E7D6C5B4A3")
+)
+
 // Faults the protocol recovers from: the command succeeds, after retransmissions.
 func TestFaultsRecovered(t *testing.T) {
 	t.Parallel()
@@ -184,9 +189,34 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	printed = append(printed, fmt.Sprint(err), fmt.Sprint(k), fmt.Sprintf("%+v", k),
 		fmt.Sprint(pinpad.PINRequest{PAN: pan}), fmt.Sprintf("%+v", pinpad.PINRequest{PAN: pan}))
 
+	// MAC: the data carry the PAN (an ISO 8583 message does); LOAD KEY BLOCK: good, tampered
+	// and refused blocks. None of them, nor the keys inside, may show.
+	macData := []byte("0200" + pan + "=2512101")
+	_, err = r.client.MAC(ctx, makSlot, pinpad.MACX919, macData)
+	printed = append(printed, fmt.Sprint(err))
+	_, err = r.client.MAC(ctx, pikSlot, pinpad.MACX919, macData)
+	printed = append(printed, fmt.Sprint(err))
+	_, err = r.client.MAC(ctx, makSlot, pinpad.MACX919, append(macData, make([]byte, pinpad.MaxMACData)...))
+	printed = append(printed, fmt.Sprint(err))
+	block := keyBlock(t, kekClear, header('B', "P0", 'T', 'E'), pik3Clear)
+	res, err := r.client.LoadKeyBlock(ctx, 7, kekSlot, block)
+	printed = append(printed, fmt.Sprint(res, err), fmt.Sprintf("%+v", res))
+	bad := keyBlock(t, kekClear, header('B', "P0", 'T', 'E'), pik4Clear)
+	bad = bad[:len(bad)-1] + "0"
+	_, err = r.client.LoadKeyBlock(ctx, 8, kekSlot, bad)
+	printed = append(printed, fmt.Sprint(err))
+	wrongUsage := keyBlock(t, kekClear, header('B', "P0", 'T', 'D'), pik4Clear)
+	_, err = r.client.LoadKeyBlock(ctx, 8, kekSlot, wrongUsage)
+	printed = append(printed, fmt.Sprint(err))
+	_, err = r.client.LoadKeyBlock(ctx, 8, kekSlot, bad+"\x01")
+	printed = append(printed, fmt.Sprint(err))
+
 	all := out.String() + strings.Join(printed, "\n")
-	secrets := map[string]string{"PAN": pan, "PAN middle": pan[6 : len(pan)-4], "PIN": pin, "PIN block": hex.EncodeToString(blk[:])}
+	secrets := map[string]string{"PAN": pan, "PAN middle": pan[6 : len(pan)-4], "PIN": pin, "PIN block": hex.EncodeToString(blk[:]),
+		"MAC data": string(macData), "MAC data (hex)": hex.EncodeToString(macData), "key block": block[16:48], "tampered key block": bad[16:48],
+		"refused key block": wrongUsage[16:48]}
 	for name, key := range map[string][]byte{"transport key": transportKey, "KEK": kekClear, "PIK": pikClear, "new PIK": pik2Clear,
+		"key block PIK": pik3Clear, "refused PIK": pik4Clear, "MAK": makClear,
 		"wrapped KEK": wrap(transportKey, kekClear), "wrapped PIK": wrap(kekClear, pikClear), "wrapped new PIK": wrap(kekClear, pik2Clear)} {
 		secrets[name] = hex.EncodeToString(key)
 		secrets[name+" (upper)"] = strings.ToUpper(hex.EncodeToString(key))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/drivers/internal/crc16"
+	"github.com/posagent/posagent/keystore/mac"
 )
 
 func feedAll(d *decoder, p []byte) []token {
@@ -150,6 +151,18 @@ func TestDocumentExamples(t *testing.T) {
 		info = append(append(info, byte(len(s))), s...)
 	}
 	info = append(info, 1, 0, 0, 16)
+	infoAlg := []byte{cmdInfo | answerBit, 0x4B, 0}
+	for _, s := range []string{"SIM-PINPAD", "PP00000001", "1.0.0"} {
+		infoAlg = append(append(infoAlg, byte(len(s))), s...)
+	}
+	infoAlg = append(infoAlg, 1, 0, 0, algTDES, 16)
+	// The MAC example: the published UnionPay 0200 message and TAK (keystore/mac has the
+	// source); the answer is what keystore/mac computes, and the published MAC.
+	mab := hexs("0200302004C020C0981100000000000000005100183402100006324392260009942820D1312101120084393136363838303134303030303030303030303030303031313536ACF46E73838A82F92600000000000000000822000001")
+	macOut := must(mac.UnionPayECB(hexs("C24A8FB57AA20123"), mab))
+	if string(macOut) != "8A9E91B8" {
+		t.Fatalf("example MAC %q", macOut)
+	}
 	block := ecb(pik, hexs("0592789FFFEDCBA9"))
 	if !bytes.Equal(block, hexs("44E13184ED0BBC4A")) {
 		t.Fatalf("example PIN block % X", block)
@@ -181,6 +194,14 @@ func TestDocumentExamples(t *testing.T) {
 		{"KCV", 0x42, []byte{cmdKCV, 0}, "02 42 00 10 22 31 00 1C 23 03"},
 		{"KCV answer", 0x62, append([]byte{cmdKCV | answerBit, 0x42, 0, 0, 16}, kcv(tk)...), "02 62 00 08 B1 42 00 00 10 30 08 D7 B4 2B 84 03"},
 		{"ERASE", 0x48, []byte{cmdErase, 0}, "02 48 00 10 22 32 00 0F DE 03"},
+		{"INFO layout 01", 0x4B, []byte{cmdInfo, infoLayout1}, "02 4B 00 10 22 10 23 01 C7 89 03"},
+		{"INFO layout 01 answer", 0x6B, infoAlg, "02 6B 00 24 83 4B 00 0A 53 49 4D 2D 50 49 4E 50 41 44 0A 50 50 30 30 30 30 30 30 30 31 05 31 2E 30 2E 30 01 00 00 54 10 30 0E E4 03"},
+		{"KCV layout 01", 0x4C, []byte{cmdKCV, 0, infoLayout1}, "02 4C 00 10 23 31 00 01 16 8B 03"},
+		{"KCV layout 01 answer", 0x6C, append([]byte{cmdKCV | answerBit, 0x4C, 0, 0, algTDES, 16}, kcv(tk)...), "02 6C 00 09 B1 4C 00 00 54 10 30 08 D7 B4 10 26 42 03"},
+		{"LOAD KEY BLOCK refused", 0x6D, []byte{cmdLoadTR31 | answerBit, 0x4D, byte(StatusBadKeyBlock)}, "02 6D 00 10 23 B3 4D 08 D9 A0 03"},
+		{"MAC", 0x4A, must(encodeMAC(3, MACUnionPayECB, mab)),
+			"02 4A 00 60 34 10 23 10 23 00 5B 10 22 00 30 20 10 24 C0 20 C0 98 11 00 00 00 00 00 00 00 00 51 00 10 38 34 10 22 10 30 00 10 26 32 43 92 26 00 09 94 28 20 D1 31 21 01 12 00 84 39 31 36 36 38 38 30 31 34 30 30 30 30 30 30 30 30 30 30 30 30 30 30 31 31 35 36 AC F4 6E 73 83 8A 82 F9 26 00 00 00 00 00 00 00 00 08 22 00 00 01 46 11 03"},
+		{"MAC answer", 0x6A, append([]byte{cmdMAC | answerBit, 0x4A, 0}, macOut...), "02 6A 00 0B B4 4A 00 38 41 39 45 39 31 42 38 44 D1 03"},
 		{"cancel key event", 0x66, []byte{evtCode, evtKey, byte(KeyCancel)}, "02 66 00 10 23 C0 01 10 22 72 B1 03"},
 	}
 	for _, tc := range cases {
@@ -229,10 +250,20 @@ func FuzzDecoder(f *testing.F) {
 func FuzzAnswers(f *testing.F) {
 	f.Add([]byte{10, 'S', 'I', 'M', '-', 'P', 'I', 'N', 'P', 'A', 'D', 1, '1', 1, '2', 1, 0, 0, 16})
 	f.Add([]byte{evtCode, evtKey, 1})
+	f.Add([]byte{0, algTDES, 16, 0x08, 0xD7, 0xB4})
+	f.Add([]byte{byte(UsageKEK), algAES, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		in, err := decodeInfo(p)
-		if err == nil && len(in.Slots) > 255 {
-			t.Fatal("too many slots")
+		for _, withAlg := range []bool{false, true} {
+			in, err := decodeInfo(p, withAlg)
+			if err == nil && len(in.Slots) > 255 {
+				t.Fatal("too many slots")
+			}
+		}
+		if s, _, err := decodeKeyInfo(1, p); err == nil && (len(p) != 6 || s.AES != (p[1] == algAES)) {
+			t.Fatalf("key info % X accepted as %+v", p, s)
+		}
+		if r, err := decodeKeyBlockResult(p); err == nil && (len(p) != 5 || r.AES != (p[1] == algAES)) {
+			t.Fatalf("key block result % X accepted as %+v", p, r)
 		}
 		_, _ = parseEvent(p)
 		if len(p) >= 3 {

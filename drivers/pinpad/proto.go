@@ -10,15 +10,17 @@ import (
 
 // Command codes; an answer carries code|0x80, an event payload starts with evtCode.
 const (
-	cmdOpen    = 0x01
-	cmdClose   = 0x02
-	cmdInfo    = 0x03
-	cmdDisplay = 0x10
-	cmdBeep    = 0x11
-	cmdGetPIN  = 0x20
-	cmdLoadKey = 0x30
-	cmdKCV     = 0x31
-	cmdErase   = 0x32
+	cmdOpen     = 0x01
+	cmdClose    = 0x02
+	cmdInfo     = 0x03
+	cmdDisplay  = 0x10
+	cmdBeep     = 0x11
+	cmdGetPIN   = 0x20
+	cmdLoadKey  = 0x30
+	cmdKCV      = 0x31
+	cmdErase    = 0x32
+	cmdLoadTR31 = 0x33
+	cmdMAC      = 0x34
 
 	answerBit = 0x80
 	evtCode   = 0xC0
@@ -30,6 +32,7 @@ const (
 var cmdNames = map[byte]string{
 	cmdOpen: "OPEN", cmdClose: "CLOSE", cmdInfo: "INFO", cmdDisplay: "DISPLAY", cmdBeep: "BEEP",
 	cmdGetPIN: "GET PIN", cmdLoadKey: "LOAD KEY", cmdKCV: "KEY CHECK VALUE", cmdErase: "ERASE",
+	cmdLoadTR31: "LOAD KEY BLOCK", cmdMAC: "MAC",
 }
 
 func cmdName(c byte) string {
@@ -51,7 +54,21 @@ const (
 	MinPINLen = 4
 	MaxPINLen = 12
 
+	// MaxMACData bounds the data of one MAC command.
+	MaxMACData = 900
+	// MaxKeyBlock bounds a TR-31 key block: what fits in a frame after the command's fields.
+	MaxKeyBlock = MaxPayload - 5
+
 	maxLineBytes = 4 * LineChars
+
+	// infoLayout1 asks INFO and KEY CHECK VALUE for the layout with the algorithm byte.
+	infoLayout1 = 0x01
+)
+
+// Algorithm bytes of a slot's key, as TR-31 writes them.
+const (
+	algTDES = 'T'
+	algAES  = 'A'
 )
 
 // Usage is what a key slot's key may be used for.
@@ -90,9 +107,12 @@ func (k KCV) String() string { return strings.ToUpper(hex.EncodeToString(k[:])) 
 
 // SlotInfo describes a loaded key slot.
 type SlotInfo struct {
-	Slot   int
-	Usage  Usage
-	KeyLen int // bytes: 8, 16 or 24
+	Slot  int
+	Usage Usage
+	// AES: the key is AES (a transport key or a KEK loaded from a TR-31 key block);
+	// otherwise TDES. Pads that predate the algorithm byte report TDES.
+	AES    bool
+	KeyLen int // bytes: 8, 16 or 24 for TDES; 16, 24 or 32 for AES
 }
 
 // Info is the pad's identity and its loaded key slots.
@@ -375,15 +395,125 @@ func (c *cursor) end() error {
 	return c.err
 }
 
-func decodeInfo(data []byte) (Info, error) {
+// decodeInfo reads INFO's answer; withAlg is the layout 01 answer (slot, usage, algorithm,
+// key length per slot), otherwise the original one (slot, usage, key length).
+func decodeInfo(data []byte, withAlg bool) (Info, error) {
 	c := &cursor{p: data}
 	in := Info{Model: c.text(), Serial: c.text(), Firmware: c.text()}
 	n := int(c.byte())
 	for range n {
-		s := SlotInfo{Slot: int(c.byte()), Usage: Usage(c.byte()), KeyLen: int(c.byte())}
+		s := SlotInfo{Slot: int(c.byte()), Usage: Usage(c.byte())}
+		if withAlg {
+			s.AES = c.alg()
+		}
+		s.KeyLen = int(c.byte())
 		if c.err == nil {
 			in.Slots = append(in.Slots, s)
 		}
 	}
 	return in, c.end()
+}
+
+// alg reads an algorithm byte: true for AES, false for TDES, an error for anything else.
+func (c *cursor) alg() bool {
+	switch b := c.byte(); {
+	case c.err != nil:
+		return false
+	case b == algAES:
+		return true
+	case b != algTDES:
+		c.err = fmt.Errorf("%w: algorithm %#02x", ErrProtocol, b)
+	}
+	return false
+}
+
+// decodeKeyInfo reads KEY CHECK VALUE's layout 01 answer: usage, algorithm, key length, KCV.
+func decodeKeyInfo(slot int, data []byte) (SlotInfo, KCV, error) {
+	c := &cursor{p: data}
+	s := SlotInfo{Slot: slot, Usage: Usage(c.byte()), AES: c.alg(), KeyLen: int(c.byte())}
+	var kcv KCV
+	copy(kcv[:], c.bytes(len(kcv)))
+	if err := c.end(); err != nil {
+		return SlotInfo{}, KCV{}, err
+	}
+	return s, kcv, nil
+}
+
+// MACAlgorithm is the MAC the pad computes with a MAK (MAC command).
+type MACAlgorithm byte
+
+// MAC algorithms.
+const (
+	// MACX99 is ANSI X9.9 (ISO/IEC 9797-1 MAC algorithm 1 with DES): a single-length MAK.
+	MACX99 MACAlgorithm = 0x01
+	// MACX919 is ANSI X9.19 (ISO/IEC 9797-1 MAC algorithm 3): a double or triple length MAK.
+	MACX919 MACAlgorithm = 0x02
+	// MACUnionPayECB is the UnionPay POS "ECB" MAC; the answer is 8 ASCII hex characters.
+	MACUnionPayECB MACAlgorithm = 0x03
+)
+
+func (a MACAlgorithm) String() string {
+	switch a {
+	case MACX99:
+		return "X9.9"
+	case MACX919:
+		return "X9.19"
+	case MACUnionPayECB:
+		return "UnionPay ECB"
+	}
+	return fmt.Sprintf("mac(%#02x)", byte(a))
+}
+
+func encodeMAC(slot int, alg MACAlgorithm, data []byte) ([]byte, error) {
+	if slot < 1 || slot > MaxSlot {
+		return nil, fmt.Errorf("%w: MAC key slot %d", ErrBadParameter, slot)
+	}
+	switch alg {
+	case MACX99, MACX919, MACUnionPayECB:
+	default:
+		return nil, fmt.Errorf("%w: MAC algorithm %s", ErrBadParameter, alg)
+	}
+	if len(data) < 1 || len(data) > MaxMACData {
+		return nil, fmt.Errorf("%w: MAC data of %d bytes (1..%d)", ErrBadParameter, len(data), MaxMACData)
+	}
+	p := make([]byte, 0, 5+len(data))
+	p = append(p, cmdMAC, byte(slot), byte(alg), byte(len(data)>>8), byte(len(data)))
+	return append(p, data...), nil
+}
+
+// KeyBlockResult is what LOAD KEY BLOCK reports of the key now in the slot.
+type KeyBlockResult struct {
+	Usage Usage
+	// AES: the key is an AES KEK; otherwise TDES.
+	AES bool
+	// KCV: for TDES the first 3 bytes of E(K, 0…0); for AES the first 3 bytes of the
+	// 5-byte AES-CMAC check value (CMAC of a zero block).
+	KCV KCV
+}
+
+func encodeLoadKeyBlock(slot, parent int, block string) ([]byte, error) {
+	if slot < 1 || slot > MaxSlot || parent < 0 || parent > MaxSlot {
+		return nil, fmt.Errorf("%w: slot %d, parent %d", ErrBadParameter, slot, parent)
+	}
+	if len(block) < 1 || len(block) > MaxKeyBlock {
+		return nil, fmt.Errorf("%w: key block of %d bytes (1..%d)", ErrBadParameter, len(block), MaxKeyBlock)
+	}
+	for i := range len(block) {
+		if block[i] < 0x20 || block[i] > 0x7E {
+			return nil, fmt.Errorf("%w: key block is not printable ASCII", ErrBadParameter)
+		}
+	}
+	p := make([]byte, 0, 5+len(block))
+	p = append(p, cmdLoadTR31, byte(slot), byte(parent), byte(len(block)>>8), byte(len(block)))
+	return append(p, block...), nil
+}
+
+func decodeKeyBlockResult(data []byte) (KeyBlockResult, error) {
+	c := &cursor{p: data}
+	r := KeyBlockResult{Usage: Usage(c.byte()), AES: c.alg()}
+	copy(r.KCV[:], c.bytes(len(r.KCV)))
+	if err := c.end(); err != nil {
+		return KeyBlockResult{}, err
+	}
+	return r, nil
 }

@@ -38,8 +38,10 @@ type Options struct {
 	Dir, Name string
 	// Identity reported by INFO.
 	Model, Serial, Firmware string
-	// TransportKey is the factory key (8, 16 or 24 bytes) that wraps KEKs.
-	TransportKey []byte
+	// TransportKey is the factory key that wraps KEKs: TDES of 8, 16 or 24 bytes, or AES of
+	// 16, 24 or 32 bytes when TransportKeyAES is set (it then unwraps TR-31 key blocks only).
+	TransportKey    []byte
+	TransportKeyAES bool
 	// KeyFile, when set, keeps the loaded keys across restarts (a 0600 file).
 	KeyFile string
 	// DefaultPIN is typed when a GET PIN finds the script empty; empty means the entry waits
@@ -142,7 +144,7 @@ func New(o Options) (*Emulator, error) {
 			return nil, errors.New("pinpademu: DefaultPIN must be 4..12 digits")
 		}
 	}
-	se, err := newSecureElement(o.TransportKey, o.KeyFile)
+	se, err := newSecureElement(o.TransportKey, o.TransportKeyAES, o.KeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -314,8 +316,8 @@ func (e *Emulator) Tamper() {
 
 // KCV is the check value of the key in slot, for tests; ok is false for an empty slot.
 func (e *Emulator) KCV(slot int) (kcv [3]byte, ok bool) {
-	_, _, kcv, st := e.se.kcv(slot)
-	return kcv, st == stOK
+	ki, st := e.se.kcv(slot)
+	return ki.kcv, st == stOK
 }
 
 func (e *Emulator) poke() {

@@ -120,7 +120,7 @@ func wrapKey(parent, key []byte) []byte {
 
 func TestSecureElementLoadsPersistsAndRefuses(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "keys.json")
-	se, err := newSecureElement(DefaultTransportKey, file)
+	se, err := newSecureElement(DefaultTransportKey, false, file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestSecureElementLoadsPersistsAndRefuses(t *testing.T) {
 	if _, st := se.load(2, usagePIK, 1, wrapKey(kek, kek), kcv(pik)); st != stKCVMismatch {
 		t.Fatalf("wrong KCV: status %#x", st)
 	}
-	if _, _, cv, _ := se.kcv(2); !bytes.Equal(cv[:], kcv(pik)) {
+	if ki, _ := se.kcv(2); !bytes.Equal(ki.kcv[:], kcv(pik)) {
 		t.Fatal("refused load changed the slot")
 	}
 	st, err := os.Stat(file)
@@ -143,12 +143,12 @@ func TestSecureElementLoadsPersistsAndRefuses(t *testing.T) {
 		t.Fatalf("key file: %v %v", st, err)
 	}
 	// A restarted emulator finds its keys.
-	se2, err := newSecureElement(DefaultTransportKey, file)
+	se2, err := newSecureElement(DefaultTransportKey, false, file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u, n, cv, st := se2.kcv(2); st != stOK || u != usagePIK || n != 16 || !bytes.Equal(cv[:], kcv(pik)) {
-		t.Fatalf("after restart: %x %d %x %#x", u, n, cv, st)
+	if ki, st := se2.kcv(2); st != stOK || ki.usage != usagePIK || ki.keyLen != 16 || ki.alg != algTDES || !bytes.Equal(ki.kcv[:], kcv(pik)) {
+		t.Fatalf("after restart: %+v %#x", ki, st)
 	}
 	blk, st2 := se2.pinBlock(2, []byte("1234"), "43219876543210987")
 	if st2 != stOK {
@@ -169,7 +169,7 @@ func TestSecureElementLoadsPersistsAndRefuses(t *testing.T) {
 	if err := os.WriteFile(file, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newSecureElement(DefaultTransportKey, file); err == nil {
+	if _, err := newSecureElement(DefaultTransportKey, false, file); err == nil {
 		t.Fatal("corrupt key file accepted")
 	}
 }
@@ -292,11 +292,15 @@ func FuzzCommand(f *testing.F) {
 	f.Add(unhex("2002040C1E000D343030303030313233343536320450494E3A"))
 	f.Add(unhex("30010100104230EF1CB268495597F4494DD23D8A7203EB7A8D"))
 	f.Add([]byte{cDisplay, 2, 0xD0, 0xA1, 0})
+	f.Add([]byte{cInfo, 1})
+	f.Add([]byte{cKCV, 1, 1})
+	f.Add([]byte{cMAC, 3, 3, 0, 4, '0', '2', '0', '0'})
+	f.Add(append([]byte{cLoadTR31, 4, 1, 0, 16}, "B0016P0TE00E0000"...))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if len(p) == 0 {
 			return
 		}
-		se, err := newSecureElement(DefaultTransportKey, "")
+		se, err := newSecureElement(DefaultTransportKey, false, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,6 +308,8 @@ func FuzzCommand(f *testing.F) {
 		kcv := func(k []byte) []byte { cv, _ := checkValue(k); return cv[:3] }
 		se.load(1, usageKEK, 0, wrapKey(DefaultTransportKey, kek), kcv(kek))
 		se.load(2, usagePIK, 1, wrapKey(kek, pik), kcv(pik))
+		mak := unhex("1C1C1C1C2A2A2A2A3B3B3B3B4D4D4D4D")
+		se.load(3, usageMAK, 1, wrapKey(kek, mak), kcv(mak))
 		e := &Emulator{opt: Options{Model: "m", Serial: "s", Firmware: "f"}, se: se}
 		s := &session{e: e, open: true}
 		s.command(0x40, p)

@@ -8,15 +8,20 @@ import (
 
 // Command codes as on the wire; an answer carries code|0x80.
 const (
-	cOpen    = 0x01
-	cClose   = 0x02
-	cInfo    = 0x03
-	cDisplay = 0x10
-	cBeep    = 0x11
-	cGetPIN  = 0x20
-	cLoadKey = 0x30
-	cKCV     = 0x31
-	cErase   = 0x32
+	cOpen     = 0x01
+	cClose    = 0x02
+	cInfo     = 0x03
+	cDisplay  = 0x10
+	cBeep     = 0x11
+	cGetPIN   = 0x20
+	cLoadKey  = 0x30
+	cKCV      = 0x31
+	cErase    = 0x32
+	cLoadTR31 = 0x33
+	cMAC      = 0x34
+
+	// layout1: INFO and KEY CHECK VALUE with the algorithm byte.
+	layout1 = 0x01
 
 	eventCode = 0xC0
 	evKey     = 0x01
@@ -300,9 +305,17 @@ func (s *session) command(seq byte, p []byte) {
 		s.answer(cmd, seq, stOK)
 		return
 	case cInfo:
-		s.answer(cmd, seq, stOK, s.info()...)
+		// No parameter: the original layout; 01: with each slot's algorithm.
+		switch {
+		case len(p) == 1:
+			s.answer(cmd, seq, stOK, s.info(false)...)
+		case len(p) == 2 && p[1] == layout1:
+			s.answer(cmd, seq, stOK, s.info(true)...)
+		default:
+			s.answer(cmd, seq, stBadParameter)
+		}
 		return
-	case cDisplay, cBeep, cGetPIN, cLoadKey, cKCV, cErase:
+	case cDisplay, cBeep, cGetPIN, cLoadKey, cKCV, cErase, cLoadTR31, cMAC:
 		if !s.open {
 			s.answer(cmd, seq, stNotOpen)
 			return
@@ -352,16 +365,53 @@ func (s *session) command(seq byte, p []byte) {
 		s.answer(cmd, seq, stOK, out[:]...)
 	case cKCV:
 		slot := int(args.u8())
+		withAlg := false
+		if len(args.p) == 1 && args.p[0] == layout1 {
+			withAlg = true
+			args.u8()
+		}
 		if !args.done() {
 			s.answer(cmd, seq, stBadParameter)
 			return
 		}
-		usage, n, kcv, st := e.se.kcv(slot)
+		ki, st := e.se.kcv(slot)
 		if st != stOK {
 			s.answer(cmd, seq, st)
 			return
 		}
-		s.answer(cmd, seq, stOK, usage, byte(n), kcv[0], kcv[1], kcv[2])
+		if withAlg {
+			s.answer(cmd, seq, stOK, ki.usage, ki.alg, byte(ki.keyLen), ki.kcv[0], ki.kcv[1], ki.kcv[2])
+			return
+		}
+		s.answer(cmd, seq, stOK, ki.usage, byte(ki.keyLen), ki.kcv[0], ki.kcv[1], ki.kcv[2])
+	case cLoadTR31:
+		slot, parent := int(args.u8()), int(args.u8())
+		n := int(args.u8())<<8 | int(args.u8())
+		block := args.bytes(n)
+		if !args.done() || n == 0 {
+			s.answer(cmd, seq, stBadParameter)
+			return
+		}
+		r, st := e.se.loadBlock(slot, parent, string(block))
+		if st != stOK {
+			s.answer(cmd, seq, st)
+			return
+		}
+		s.answer(cmd, seq, stOK, r.usage, r.alg, r.kcv[0], r.kcv[1], r.kcv[2])
+	case cMAC:
+		slot, alg := int(args.u8()), args.u8()
+		n := int(args.u8())<<8 | int(args.u8())
+		data := args.bytes(n)
+		if !args.done() {
+			s.answer(cmd, seq, stBadParameter)
+			return
+		}
+		out, st := e.se.mac(slot, alg, data)
+		if st != stOK {
+			s.answer(cmd, seq, st)
+			return
+		}
+		s.answer(cmd, seq, stOK, out...)
 	case cErase:
 		scope := args.u8()
 		if !args.done() || scope > 1 {
@@ -372,7 +422,7 @@ func (s *session) command(seq byte, p []byte) {
 	}
 }
 
-func (s *session) info() []byte {
+func (s *session) info(withAlg bool) []byte {
 	o := s.e.opt
 	var p []byte
 	for _, t := range []string{o.Model, o.Serial, o.Firmware} {
@@ -382,6 +432,10 @@ func (s *session) info() []byte {
 	slots := s.e.se.info()
 	p = append(p, byte(len(slots)))
 	for _, sl := range slots {
+		if withAlg {
+			p = append(p, sl.slot, sl.usage, sl.alg, byte(sl.keyLen))
+			continue
+		}
 		p = append(p, sl.slot, sl.usage, byte(sl.keyLen))
 	}
 	return p
