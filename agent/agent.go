@@ -29,6 +29,7 @@ import (
 	"github.com/posagent/posagent/agent/tmslink"
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/board"
+	"github.com/posagent/posagent/keystore"
 )
 
 // ErrRestart is returned by Run when a command (reboot) asked for a clean restart; the caller
@@ -61,6 +62,7 @@ type Agent struct {
 	link    *tmslink.Link
 	term    *termconfig.Store
 	hw      *hardware.Manager
+	keys    *keystore.Store
 	sup     *supervisor.Supervisor
 	sys     *sysinfo.Collector
 	started time.Time
@@ -126,9 +128,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		Backoff: func(attempt int) time.Duration { return backoff.Delay(attempt, nil) },
 		Event:   a.event,
 		// a.link is set below, before any service runs.
-		Online: func() bool { return a.link.Status().Connected },
-		Logger: log,
+		Online:     func() bool { return a.link.Status().Connected },
+		OnPadEvent: a.onPadEvent,
+		Logger:     log,
 	})
+	if err := a.openKeystore(ctx); err != nil {
+		return err
+	}
 	a.registerCommands()
 
 	password, err := cfg.Password()
@@ -155,6 +161,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		"tmslink":  a.link.Run,
 		"stats":    a.runStats,
 		"hardware": a.hw.Run,
+		"keys":     a.runKeys,
 	}
 	for name, run := range opts.Services {
 		services[name] = func(ctx context.Context) error { return run(ctx, a) }

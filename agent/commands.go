@@ -59,6 +59,8 @@ func (a *Agent) registerCommands() {
 	// Concurrent: a test page out of paper waits for the shop to load a roll (print.stopped
 	// tells the TMS); other commands need not wait with it.
 	a.disp.Register("print.test", command.Kind{Check: emptyBody, Run: a.printTest, Concurrent: true})
+	a.disp.Register("keys.load", command.Kind{Check: checkKeysLoad, Run: a.keysLoad})
+	a.disp.Register("keys.erase", command.Kind{Check: checkKeysErase, Run: a.keysErase})
 }
 
 // printTest prints the test page and follows it to its end, with the elements printed as

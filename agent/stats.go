@@ -26,6 +26,7 @@ type Stats struct {
 	Link     tmslink.Status      `cbor:"link"`
 	System   sysinfo.Snapshot    `cbor:"system"`
 	Hardware []board.DeviceState `cbor:"hardware"`
+	Keys     *KeysInfo           `cbor:"keys,omitempty"`
 	Services []ServiceInfo       `cbor:"services,omitempty"` // only those not running cleanly
 }
 
@@ -56,6 +57,7 @@ func (a *Agent) Snapshot(ctx context.Context) Stats {
 		Link:     a.link.Status(),
 		System:   a.sys.Snapshot(ctx),
 		Hardware: a.hw.Devices(),
+		Keys:     a.keysInfo(),
 	}
 	// Healthy services are the norm and not worth the air; only trouble is reported.
 	for _, st := range a.sup.Status() {

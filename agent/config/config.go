@@ -45,10 +45,25 @@ type Config struct {
 	Board string `toml:"board"`
 	// Devices are the serial devices of a board whose model has no built-in profile
 	// ("generic", "sim"): which port is the printer, the PIN pad, the card reader.
-	Devices []board.SerialDevice `toml:"devices"`
-	TMS     TMS                  `toml:"tms"`
-	Outbox  Outbox               `toml:"outbox"`
-	Log     Log                  `toml:"log"`
+	Devices  []board.SerialDevice `toml:"devices"`
+	TMS      TMS                  `toml:"tms"`
+	Outbox   Outbox               `toml:"outbox"`
+	Log      Log                  `toml:"log"`
+	Keystore Keystore             `toml:"keystore"`
+}
+
+// Keystore is the [keystore] table: where the payment keys live.
+type Keystore struct {
+	// Backend is "auto" (the PIN pad when the board has one, else software), "pinpad" or
+	// "software".
+	Backend string `toml:"backend"`
+	// RootKeyFile holds the software backend's device root key (created on first use, 0600);
+	// empty means <data_dir>/keystore.root.
+	RootKeyFile string `toml:"root_key_file"`
+	// TransportKeyFile is the factory injection of the software backend's transport key: hex
+	// of a TDES (16/24 bytes) or AES (16/24/32 bytes, prefixed "aes:") key, read when the
+	// backend has none.
+	TransportKeyFile string `toml:"transport_key_file"`
 }
 
 // TMS is the [tms] table: how to reach and trust the Terminal Management System.
@@ -111,8 +126,9 @@ func Default() *Config {
 			StatsInterval:  Duration(time.Hour),
 			ReplayWindow:   1024,
 		},
-		Outbox: Outbox{MaxRecords: 20000, MaxBytes: 16 << 20, Inflight: 32},
-		Log:    Log{Level: "info", Format: "text", MaxSize: 1 << 20, Keep: 3},
+		Outbox:   Outbox{MaxRecords: 20000, MaxBytes: 16 << 20, Inflight: 32},
+		Log:      Log{Level: "info", Format: "text", MaxSize: 1 << 20, Keep: 3},
+		Keystore: Keystore{Backend: "auto"},
 	}
 }
 
@@ -221,6 +237,14 @@ func (c *Config) LogFile() string {
 	default:
 		return c.Log.File
 	}
+}
+
+// RootKeyFile is keystore.root_key_file or its default under the data directory.
+func (c *Config) RootKeyFile() string {
+	if c.Keystore.RootKeyFile != "" {
+		return c.Keystore.RootKeyFile
+	}
+	return filepath.Join(c.DataDir, "keystore.root")
 }
 
 // LogLevel is log.level as a slog level (Validate has checked it parses).

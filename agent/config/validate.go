@@ -170,6 +170,12 @@ func (c *Config) Validate() error {
 		bad("log.keep", "%d is outside 0..100", l.Keep)
 	}
 
+	switch c.Keystore.Backend {
+	case "auto", "pinpad", "software":
+	default:
+		bad("keystore.backend", "%q is not auto, pinpad or software", c.Keystore.Backend)
+	}
+
 	if len(ps) > 0 {
 		return &ValidationError{Problems: ps}
 	}

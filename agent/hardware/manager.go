@@ -61,6 +61,9 @@ type Options struct {
 	// Driver options; their loggers default to Logger.
 	PINPad     pinpad.Options
 	CardReader cardreader.Options
+	// OnPadEvent receives the PIN pad's events (function keys, tamper) while Run runs; nil
+	// drops them. It must not block for long: the driver drops the oldest event when full.
+	OnPadEvent func(pinpad.Event)
 	// Spool configures the printer's queue; Printer, Event and Logger are set here.
 	Spool  spool.Options
 	Logger *slog.Logger
@@ -144,6 +147,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, d := range m.serial {
 		if d.spool != nil {
 			wg.Go(func() { _ = d.spool.Run(ctx) })
+		}
+		if d.pad != nil && m.o.OnPadEvent != nil {
+			wg.Go(func() { m.padEvents(ctx, d.pad) })
 		}
 	}
 	<-ctx.Done()
@@ -232,6 +238,21 @@ func (d *serialDevice) close() {
 		_ = d.reader.Close()
 	case d.port != nil:
 		_ = d.port.Close()
+	}
+}
+
+// padEvents hands the PIN pad's events on until ctx ends.
+func (m *Manager) padEvents(ctx context.Context, pad *pinpad.Client) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-pad.Events():
+			if !ok {
+				return
+			}
+			m.o.OnPadEvent(ev)
+		}
 	}
 }
 
