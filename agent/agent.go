@@ -21,6 +21,7 @@ import (
 	"github.com/posagent/posagent/agent/command"
 	"github.com/posagent/posagent/agent/config"
 	"github.com/posagent/posagent/agent/hardware"
+	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/outbox"
 	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/supervisor"
@@ -63,6 +64,7 @@ type Agent struct {
 	term    *termconfig.Store
 	hw      *hardware.Manager
 	keys    *keystore.Store
+	lic     *license.Store
 	sup     *supervisor.Supervisor
 	sys     *sysinfo.Collector
 	started time.Time
@@ -107,6 +109,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if a.term, err = termconfig.Open(a.db); err != nil {
 		return fmt.Errorf("terminal configuration: %w", err)
 	}
+	releaseKeys, err := cfg.ReleaseKeys()
+	if err != nil {
+		return err
+	}
+	if a.lic, err = a.openLicense(releaseKeys); err != nil {
+		return fmt.Errorf("licence: %w", err)
+	}
 	keys, err := cfg.CommandKeys()
 	if err != nil {
 		return err
@@ -136,6 +145,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return err
 	}
 	a.registerCommands()
+	a.registerLicense(a.lic)
 
 	password, err := cfg.Password()
 	if err != nil {
@@ -162,6 +172,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		"stats":    a.runStats,
 		"hardware": a.hw.Run,
 		"keys":     a.runKeys,
+		"license":  a.runLicense(a.lic),
 	}
 	for name, run := range opts.Services {
 		services[name] = func(ctx context.Context) error { return run(ctx, a) }

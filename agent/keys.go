@@ -25,7 +25,7 @@ func (a *Agent) openKeystore(ctx context.Context) error {
 	var backend keystore.Backend
 	switch a.keyBackend() {
 	case "pinpad":
-		backend = padkeys.New(a.hw.PINPad)
+		backend = padkeys.New(a.hw.PINPad, a.hw.Ready())
 	default:
 		soft, err := softkeys.Open(softkeys.Options{DB: a.db, Commit: a.commit,
 			Root: softkeys.FileRootKey(a.cfg.RootKeyFile()), Logger: a.log})
@@ -37,9 +37,15 @@ func (a *Agent) openKeystore(ctx context.Context) error {
 		}
 		backend = soft
 	}
-	ks, err := keystore.Open(ctx, keystore.Options{DB: a.db, Commit: a.commit, Backend: backend, Logger: a.log})
+	ks, err := keystore.Open(keystore.Options{DB: a.db, Commit: a.commit, Backend: backend, Logger: a.log})
 	if err != nil {
 		return err
+	}
+	if backend.Name() == "software" {
+		// The PIN pad's keys are checked by runKeys once the pad is attached.
+		if err := ks.Reconcile(ctx); err != nil {
+			return err
+		}
 	}
 	ks.SetActiveKEK(int(a.term.Active().HostParameters.MasterKeyIndex))
 	a.keys = ks
@@ -175,6 +181,8 @@ type keysLoadBody struct {
 type keyBlockBody struct {
 	Role  string `cbor:"role"`
 	Block string `cbor:"block"`
+	// KCV is the check value the key must have, when the key system gives one.
+	KCV string `cbor:"kcv,omitempty"`
 }
 
 // maxKeysPerLoad bounds a keys.load: every master key index and the three working keys.
@@ -191,6 +199,11 @@ func checkKeysLoad(body []byte) (any, error) {
 	for i, k := range b.Keys {
 		if _, err := tr31.Parse(k.Block); err != nil {
 			return nil, fmt.Errorf("keys[%d] (%s): %w", i, k.Role, err)
+		}
+		if k.KCV != "" {
+			if _, err := hex.DecodeString(k.KCV); err != nil || len(k.KCV) != 6 {
+				return nil, fmt.Errorf("keys[%d] (%s): kcv: not 6 hex digits", i, k.Role)
+			}
 		}
 	}
 	if b.KEK != nil && (*b.KEK < 0 || *b.KEK >= keystore.DefaultKEKSlots) {
@@ -214,7 +227,7 @@ func (a *Agent) keysLoad(ctx context.Context, req *command.Request) (any, error)
 		l.KEK = *b.KEK
 	}
 	for _, k := range b.Keys {
-		l.Items = append(l.Items, keystore.Item{Role: keystore.Role(k.Role), Block: k.Block})
+		l.Items = append(l.Items, keystore.Item{Role: keystore.Role(k.Role), Block: k.Block, KCV: k.KCV})
 	}
 	loaded, err := a.keys.Load(ctx, l)
 	if err != nil {

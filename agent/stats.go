@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/buildinfo"
+	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/outbox"
 	"github.com/posagent/posagent/agent/supervisor"
 	"github.com/posagent/posagent/agent/sysinfo"
@@ -27,6 +28,7 @@ type Stats struct {
 	System   sysinfo.Snapshot    `cbor:"system"`
 	Hardware []board.DeviceState `cbor:"hardware"`
 	Keys     *KeysInfo           `cbor:"keys,omitempty"`
+	License  license.Status      `cbor:"license"`
 	Services []ServiceInfo       `cbor:"services,omitempty"` // only those not running cleanly
 }
 
@@ -58,6 +60,7 @@ func (a *Agent) Snapshot(ctx context.Context) Stats {
 		System:   a.sys.Snapshot(ctx),
 		Hardware: a.hw.Devices(),
 		Keys:     a.keysInfo(),
+		License:  licenseStats(a.lic),
 	}
 	// Healthy services are the norm and not worth the air; only trouble is reported.
 	for _, st := range a.sup.Status() {

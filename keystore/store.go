@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,10 +125,9 @@ type Store struct {
 	activeKEK int
 }
 
-// Open reads the key map and reconciles it with what the backend holds: an entry whose slot
-// is empty or holds another key (zeroised by a tamper, erased before the map was written)
-// is dropped, so the map never promises a key that is not there.
-func Open(ctx context.Context, o Options) (*Store, error) {
+// Open reads the key map. The owner then calls Reconcile once the backend can answer (a PIN
+// pad is attached some time after start).
+func Open(o Options) (*Store, error) {
 	if o.KEKSlots <= 0 || o.KEKSlots > 10 {
 		o.KEKSlots = DefaultKEKSlots
 	}
@@ -144,9 +144,6 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Reconcile(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -171,9 +168,14 @@ func readMap(tx *bolt.Tx) (keyMap, error) {
 	return m, nil
 }
 
-// Reconcile drops map entries the backend does not back (done at Open; again once a PIN
-// pad that was not there at Open answers).
+// Reconcile drops map entries the backend does not back: an entry whose slot is empty or
+// holds another key (zeroised by a tamper, erased before the map was written), so the map
+// never promises a key that is not there. A backend that cannot answer leaves the map as it
+// is.
 func (s *Store) Reconcile(ctx context.Context) error {
+	// Not while a load runs: its new slots would look like keys the map does not back yet.
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
 	keys, err := s.o.Backend.Keys(ctx)
 	if err != nil {
 		// A PIN pad not answering yet must not lose the map: keep it and check next time.
@@ -249,6 +251,9 @@ type Item struct {
 	Block     string
 	Encrypted []byte
 	Check     []byte
+	// KCV, when set, is the check value the key must have (6 hex digits, as a key
+	// management system prints it next to the block): a different key fails the load.
+	KCV string
 }
 
 // Load is a set of keys replaced together.
@@ -346,6 +351,9 @@ func (s *Store) Load(ctx context.Context, l Load) ([]Entry, error) {
 		}
 		if k.Usage != want {
 			return nil, fmt.Errorf("%w: %s: the key block is for %s", ErrWrongUsage, it.Role, k.Usage)
+		}
+		if it.KCV != "" && !strings.EqualFold(it.KCV, k.KCV) {
+			return nil, fmt.Errorf("%w: %s: expected %s, the key has %s", ErrKCVMismatch, it.Role, strings.ToUpper(it.KCV), k.KCV)
 		}
 		e := Entry{Role: it.Role, Slot: slot, Usage: k.Usage, Algorithm: k.Algorithm, Length: k.Length,
 			KCV: k.KCV, Parent: parentRole, LoadedAt: now, Command: l.Command, Source: l.Source}

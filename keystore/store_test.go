@@ -119,9 +119,12 @@ func newRig(t *testing.T) *rig {
 
 func (r *rig) reopen(t *testing.T) {
 	t.Helper()
-	s, err := Open(context.Background(), Options{DB: r.db, Commit: r.c, Backend: r.fake,
+	s, err := Open(Options{DB: r.db, Commit: r.c, Backend: r.fake,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	r.s = s
@@ -199,6 +202,7 @@ func TestFailedLoadLeavesTheSetInUse(t *testing.T) {
 		"KEK index out of range":    {blocks("kek12=kek:CCCCCC"), ErrUnknownRole},
 		"working key as a KEK":      {blocks("kek2=pik:CCCCCC"), ErrWrongUsage},
 		"encrypted KEK not allowed": {[]Item{{Role: "kek2", Encrypted: []byte{1}, Check: []byte{1, 2, 3}}}, ErrBadLoad},
+		"another check value":       {[]Item{{Role: "pik", Block: "pik:CCCCCC", KCV: "abcdef"}}, ErrKCVMismatch},
 	} {
 		kek := 0
 		if name == "master key not loaded" {

@@ -50,6 +50,14 @@ type Config struct {
 	Outbox   Outbox               `toml:"outbox"`
 	Log      Log                  `toml:"log"`
 	Keystore Keystore             `toml:"keystore"`
+	License  License              `toml:"license"`
+}
+
+// License is the [license] table: whose licences the terminal accepts.
+type License struct {
+	// ReleaseKeys are the distributor's Ed25519 keys that sign licences (and releases):
+	// separate from the TMS command keys, so a compromised TMS cannot license itself.
+	ReleaseKeys []CommandKey `toml:"release_keys"`
 }
 
 // Keystore is the [keystore] table: where the payment keys live.
@@ -297,32 +305,42 @@ func (c *Config) ResolveDeviceID(serial string) error {
 	return nil
 }
 
-// KeyError is a command key that cannot be used.
+// KeyError is a trusted key of the configuration that cannot be used.
 type KeyError struct {
+	Table string // "tms.command_keys" or "license.release_keys"
 	Index int
 	ID    string
 	Err   error
 }
 
 func (e *KeyError) Error() string {
-	return fmt.Sprintf("tms.command_keys[%d] (id %q): %v", e.Index, e.ID, e.Err)
+	return fmt.Sprintf("%s[%d] (id %q): %v", e.Table, e.Index, e.ID, e.Err)
 }
 
 func (e *KeyError) Unwrap() error { return e.Err }
 
 // CommandKeys decodes the trusted command keys, by key id.
 func (c *Config) CommandKeys() (map[string]ed25519.PublicKey, error) {
-	keys := make(map[string]ed25519.PublicKey, len(c.TMS.CommandKeys))
-	for i, k := range c.TMS.CommandKeys {
+	return decodeKeys("tms.command_keys", c.TMS.CommandKeys)
+}
+
+// ReleaseKeys decodes the distributor's release keys that sign licences, by key id.
+func (c *Config) ReleaseKeys() (map[string]ed25519.PublicKey, error) {
+	return decodeKeys("license.release_keys", c.License.ReleaseKeys)
+}
+
+func decodeKeys(table string, list []CommandKey) (map[string]ed25519.PublicKey, error) {
+	keys := make(map[string]ed25519.PublicKey, len(list))
+	for i, k := range list {
 		if k.ID == "" {
-			return nil, &KeyError{Index: i, Err: errors.New("id is empty")}
+			return nil, &KeyError{Table: table, Index: i, Err: errors.New("id is empty")}
 		}
 		if _, dup := keys[k.ID]; dup {
-			return nil, &KeyError{Index: i, ID: k.ID, Err: errors.New("id used twice")}
+			return nil, &KeyError{Table: table, Index: i, ID: k.ID, Err: errors.New("id used twice")}
 		}
 		pub, err := decodePublicKey(k.PublicKey)
 		if err != nil {
-			return nil, &KeyError{Index: i, ID: k.ID, Err: err}
+			return nil, &KeyError{Table: table, Index: i, ID: k.ID, Err: err}
 		}
 		keys[k.ID] = pub
 	}

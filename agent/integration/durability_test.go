@@ -64,7 +64,10 @@ func TestNoRecordLostAcrossKillsAndBrokerRestart(t *testing.T) {
 		c.kill()
 		t.Logf("kill %d: burst seqs seen so far %v", i+1, e.highest(burstStreams))
 	}
+	before := e.onlineCount()
 	c := e.startChild(cfg, perStream)
+	// Online first: a child stopped before it has set up its signal handling just dies.
+	waitFor(t, 20*time.Second, "agent online", func() bool { return e.onlineCount() > before })
 	deadline := time.Now().Add(3 * time.Minute)
 	for !e.burstComplete(perStream) {
 		if time.Now().After(deadline) {
@@ -80,7 +83,7 @@ func TestNoRecordLostAcrossKillsAndBrokerRestart(t *testing.T) {
 	// Every stream the agent wrote, up to the last seq it handed out.
 	streams := append([]string{tmsproto.StreamStats, tmsproto.StreamAck}, burstStreams...)
 	last, queued := e.lastSeqs(streams)
-	before := e.onlineCount()
+	before = e.onlineCount()
 	c = e.startChild(cfg, perStream) // drains whatever the stop left queued
 	waitFor(t, 20*time.Second, "agent online again", func() bool { return e.onlineCount() > before })
 	waitFor(t, time.Minute, "every stream complete to its last seq", func() bool {

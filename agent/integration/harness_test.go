@@ -109,6 +109,8 @@ type env struct {
 	device string
 	dir    string
 
+	logs *syncio.Buffer // the in-process agent's log, at debug level
+
 	mu      sync.Mutex
 	uplinks []tmsclient.Uplink
 	checker *tmsclient.SeqChecker
@@ -216,8 +218,9 @@ func (e *env) startInProcessWith(extra string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs syncio.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &syncio.Buffer{}
+	e.logs = logs
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() { done <- agent.Run(ctx, cfg, agent.Options{Logger: log}) }()
 	e.t.Cleanup(func() {
 		cancel()

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/posagent/posagent/drivers/pinpad"
 	"github.com/posagent/posagent/keystore"
@@ -19,12 +20,20 @@ var ErrNoPad = errors.New("padkeys: no PIN pad attached")
 
 // Backend is a keystore.Backend on a PIN pad.
 type Backend struct {
-	pad func() *pinpad.Client
+	pad   func() *pinpad.Client
+	ready <-chan struct{}
+
+	mu     sync.Mutex
+	opened *pinpad.Client // the client a session was opened on
 }
 
-// New makes a backend on the PIN pad pad returns (nil while none is attached: the hardware
-// manager owns the pad and may not have opened it yet).
-func New(pad func() *pinpad.Client) *Backend { return &Backend{pad: pad} }
+// New makes a backend on the PIN pad pad returns (nil when none is attached: the hardware
+// manager owns the pad). Operations wait for ready to be closed first — the manager has set
+// its devices up — so a command resumed at start does not find the pad missing; a nil ready
+// does not wait.
+func New(pad func() *pinpad.Client, ready <-chan struct{}) *Backend {
+	return &Backend{pad: pad, ready: ready}
+}
 
 var _ keystore.Backend = (*Backend)(nil)
 
@@ -34,17 +43,34 @@ func (b *Backend) Name() string { return "pinpad" }
 // MaxSlot implements keystore.Backend.
 func (b *Backend) MaxSlot() int { return pinpad.MaxSlot }
 
-func (b *Backend) client() (*pinpad.Client, error) {
+// client is the attached pad with a session open: key commands need one, and the driver
+// keeps it open across pad restarts once it has opened it.
+func (b *Backend) client(ctx context.Context) (*pinpad.Client, error) {
+	if b.ready != nil {
+		select {
+		case <-b.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	c := b.pad()
 	if c == nil {
 		return nil, ErrNoPad
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.opened != c {
+		if err := c.OpenSession(ctx); err != nil {
+			return nil, err
+		}
+		b.opened = c
 	}
 	return c, nil
 }
 
 // LoadBlock implements keystore.Backend with LOAD KEY BLOCK.
 func (b *Backend) LoadBlock(ctx context.Context, slot, parent int, block string) (keystore.Key, error) {
-	c, err := b.client()
+	c, err := b.client(ctx)
 	if err != nil {
 		return keystore.Key{}, err
 	}
@@ -62,7 +88,7 @@ func (b *Backend) LoadBlock(ctx context.Context, slot, parent int, block string)
 
 // LoadEncrypted implements keystore.Backend with LOAD KEY.
 func (b *Backend) LoadEncrypted(ctx context.Context, slot, parent int, u keystore.Usage, encrypted, check []byte) (keystore.Key, error) {
-	c, err := b.client()
+	c, err := b.client(ctx)
 	if err != nil {
 		return keystore.Key{}, err
 	}
@@ -89,7 +115,7 @@ func (b *Backend) fillLength(ctx context.Context, c *pinpad.Client, k *keystore.
 
 // MAC implements keystore.Backend with the pad's MAC command.
 func (b *Backend) MAC(ctx context.Context, slot int, alg keystore.MACAlgorithm, data []byte) ([]byte, error) {
-	c, err := b.client()
+	c, err := b.client(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +128,7 @@ func (b *Backend) MAC(ctx context.Context, slot int, alg keystore.MACAlgorithm, 
 
 // Erase implements keystore.Backend with ERASE.
 func (b *Backend) Erase(ctx context.Context, transport bool) error {
-	c, err := b.client()
+	c, err := b.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -115,7 +141,7 @@ func (b *Backend) Erase(ctx context.Context, transport bool) error {
 
 // Keys implements keystore.Backend: INFO for the slots, KEY CHECK VALUE for each.
 func (b *Backend) Keys(ctx context.Context) ([]keystore.Key, error) {
-	c, err := b.client()
+	c, err := b.client(ctx)
 	if err != nil {
 		return nil, err
 	}

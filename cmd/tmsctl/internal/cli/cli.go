@@ -62,6 +62,7 @@ func Commands() []Command {
 		{Name: "keygen", Summary: "create a command signing key pair", Run: runKeygen},
 		{Name: "send", Summary: "sign and send a command, follow it to its final ack", Run: runSend},
 		{Name: "watch", Summary: "print the uplink of terminals as JSON lines, checking seqs", Run: runWatch},
+		{Name: "license", Summary: "issue, show and send terminal licences", Run: runLicense},
 	}
 }
 
