@@ -33,6 +33,7 @@ import (
 const (
 	envChild = "POSAGENT_IT_CHILD" // path of the agent's configuration file
 	envBurst = "POSAGENT_IT_BURST" // records per burst stream the child's load service writes
+	envDebug = "POSAGENT_IT_DEBUG" // set: the child logs at debug level
 )
 
 var burstStreams = []string{tmsproto.StreamEvent, tmsproto.StreamReceipt, tmsproto.StreamLogAgent}
@@ -50,7 +51,11 @@ func childMain(path string) int {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if os.Getenv(envDebug) != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := agent.Options{Logger: log}
 	if n, _ := strconv.ParseUint(os.Getenv(envBurst), 10, 64); n > 0 {
 		opts.Services = map[string]func(context.Context, *agent.Agent) error{"burst": burst(n)}

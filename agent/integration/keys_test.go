@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -272,8 +273,7 @@ func testKeysLoad(t *testing.T, e *env, backend string) {
 	}
 	e.mu.Unlock()
 	for _, k := range secrets {
-		for _, form := range [][]byte{k, []byte(hex.EncodeToString(k)), []byte(strings.ToUpper(hex.EncodeToString(k))),
-			[]byte(base64.StdEncoding.EncodeToString(k)), []byte(strings.ToUpper(hex.EncodeToString(k[:8])))} {
+		for _, form := range keyForms(k) {
 			if bytes.Contains([]byte(e.logs.String()), form) {
 				t.Errorf("a key is in the agent's log (%d bytes form)", len(form))
 			}
@@ -299,6 +299,7 @@ func TestKeysLoadPowerCuts(t *testing.T) {
 				extra, _ = pinpadConfig(t)
 			}
 			cfg := e.configFile(extra)
+			t.Setenv(envDebug, "1") // the children log everything: the crash output below includes it
 			rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 3))
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -306,9 +307,11 @@ func TestKeysLoadPowerCuts(t *testing.T) {
 			c := e.startChild(cfg, 0)
 			waitFor(t, 20*time.Second, "agent online", func() bool { return len(e.stream(tmsproto.StreamStats)) > 0 })
 			prev := map[string]string{} // no keys yet
+			secrets := [][]byte{testTransport}
 			const rounds = 6
 			for i := 0; i < rounds; i++ {
 				set := newKeySet(t)
+				secrets = append(secrets, set.secrets()...)
 				s, err := e.tms.Send(ctx, e.device, e.key, tmsproto.Command{Kind: "keys.load",
 					Body: cborBody(t, map[string]any{"keys": set.entries(t)})})
 				if err != nil {
@@ -329,12 +332,38 @@ func TestKeysLoadPowerCuts(t *testing.T) {
 				}
 				prev = next
 			}
-			c.stop(t)
+			// A crash dump (SIGQUIT: every goroutine's stack) holds no key either.
+			_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+			<-c.done
+			c.done <- nil
+			dump := c.stderr.String()
+			if !strings.Contains(dump, "goroutine ") {
+				t.Fatalf("no crash dump on stderr:\n%s", dump)
+			}
+			for _, k := range secrets {
+				for _, form := range keyForms(k) {
+					if strings.Contains(dump, string(form)) {
+						t.Errorf("a key is in the crash output (%d-byte form)", len(form))
+					}
+				}
+			}
 			if got := e.keysInUse(t, backend); !sameSet(got, prev) {
 				t.Errorf("at the end: %v, want %v", got, prev)
 			}
 		})
 	}
+}
+
+// keyForms are the spellings of a key a leak would use: raw, hex both cases, base64, and
+// each 8-byte half in hex (how a DES key is often printed).
+func keyForms(k []byte) [][]byte {
+	h := hex.EncodeToString(k)
+	forms := [][]byte{k, []byte(h), []byte(strings.ToUpper(h)), []byte(base64.StdEncoding.EncodeToString(k))}
+	for i := 0; i+8 <= len(k); i += 8 {
+		half := hex.EncodeToString(k[i : i+8])
+		forms = append(forms, []byte(half), []byte(strings.ToUpper(half)))
+	}
+	return forms
 }
 
 // sameSet: the same roles with the same check values.
