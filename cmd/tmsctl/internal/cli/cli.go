@@ -63,6 +63,7 @@ func Commands() []Command {
 		{Name: "send", Summary: "sign and send a command, follow it to its final ack", Run: runSend},
 		{Name: "watch", Summary: "print the uplink of terminals as JSON lines, checking seqs", Run: runWatch},
 		{Name: "license", Summary: "issue, show and send terminal licences", Run: runLicense},
+		{Name: "keys", Summary: "wrap TR-31 key files, load them onto terminals, show key status", Run: runKeys},
 	}
 }
 
