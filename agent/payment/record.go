@@ -79,6 +79,10 @@ type Txn struct {
 	DoubtReason   string `cbor:"doubt,omitempty"`
 	// ECR is the cash register's process id when the operation came from one.
 	ECR string `cbor:"ecr,omitempty"`
+	// CVM is how the cardholder was verified: "pin" (online PIN), "signature" or "none".
+	CVM string `cbor:"cvm,omitempty"`
+	// Balance is the account balance a balance inquiry returned (field 54), as the host sent it.
+	Balance string `cbor:"bal,omitempty"`
 }
 
 // OrigRef points at an original transaction.

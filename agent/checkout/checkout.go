@@ -1,0 +1,303 @@
+// Package checkout runs a card operation at the terminal the way a cardholder meets it: the
+// amount on the PIN pad, the card read from whichever interface it is presented to (chip,
+// contactless, stripe), the PIN entered on the pad — only its encrypted block ever reaches
+// the agent — then the payment engine's exchange with the host, and the outcome back on the
+// pad. Cash registers (agent/ecr), the diagnostics port and tests drive operations through it.
+package checkout
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/posagent/posagent/agent/payment"
+	"github.com/posagent/posagent/agent/termconfig"
+	"github.com/posagent/posagent/drivers/cardreader"
+	"github.com/posagent/posagent/drivers/emv"
+	"github.com/posagent/posagent/drivers/pinpad"
+)
+
+// Errors.
+var (
+	ErrNoReader  = errors.New("checkout: no card reader attached")
+	ErrNoPad     = errors.New("checkout: no PIN pad attached")
+	ErrNoCard    = errors.New("checkout: no card presented in time")
+	ErrCancelled = errors.New("checkout: cancelled by the cardholder")
+	ErrCardRead  = errors.New("checkout: the card could not be read")
+	ErrUseChip   = errors.New("checkout: chip card swiped: insert it")
+)
+
+// Options configure a Checkout.
+type Options struct {
+	Engine  *payment.Engine
+	Reader  func() *cardreader.Reader
+	Pad     func() *pinpad.Client
+	PINSlot func() (int, error) // the keystore's working PIK slot
+	Config  func() *termconfig.Document
+	// CardWait bounds the wait for a card (default 60 s); PINWait the PIN entry (default 30 s).
+	CardWait, PINWait time.Duration
+	Logger            *slog.Logger
+	Now               func() time.Time
+}
+
+// Checkout runs operations one at a time (the engine serialises them anyway).
+type Checkout struct {
+	o   Options
+	log *slog.Logger
+}
+
+// New makes a Checkout.
+func New(o Options) *Checkout {
+	if o.CardWait <= 0 {
+		o.CardWait = 60 * time.Second
+	}
+	if o.PINWait <= 0 {
+		o.PINWait = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Checkout{o: o, log: o.Logger.With("svc", "checkout")}
+}
+
+// Sale asks for one operation at the terminal.
+type Sale struct {
+	Op       payment.Op
+	Amount   int64
+	OrigID   string
+	Orig     *payment.OrigRef
+	Operator string
+	ECR      string
+	// NoCard runs an operation on an original without presenting the card (a void when the
+	// configuration does not require a swipe).
+	NoCard bool
+}
+
+// needsPIN says whether an operation asks the cardholder's PIN (online PIN, UnionPay
+// practice): money out of the account and inquiries do; voids when configured.
+func needsPIN(op payment.Op, doc *termconfig.Document) bool {
+	switch op {
+	case payment.OpPurchase, payment.OpBalance, payment.OpPreAuth:
+		return true
+	case payment.OpVoid, payment.OpCompletionVoid, payment.OpPreAuthVoid:
+		return doc.HostParameters.PINRequiredForVoid
+	}
+	return false
+}
+
+// Run presents the operation to the cardholder and carries it out.
+func (c *Checkout) Run(ctx context.Context, s Sale) (*payment.Txn, error) {
+	doc := c.o.Config()
+	req := payment.Request{Op: s.Op, Amount: s.Amount, OrigID: s.OrigID, Orig: s.Orig, Operator: s.Operator, ECR: s.ECR}
+	pad := c.o.Pad()
+	if !s.NoCard {
+		card, err := c.readCard(ctx, doc, s)
+		if err != nil {
+			c.show(ctx, pad, "", messageFor(err))
+			return nil, err
+		}
+		req.Card = card
+		if needsPIN(s.Op, doc) && !(card.Entry == "07" && !cvmRequired(doc, s.Amount)) {
+			block, err := c.pin(ctx, doc, pad, card.PAN, s.Amount)
+			if err != nil {
+				c.show(ctx, pad, "", messageFor(err))
+				return nil, err
+			}
+			req.PINBlock = block
+		}
+	}
+	c.show(ctx, pad, amountLine(s.Amount), "Processing...")
+	t, err := c.o.Engine.Do(ctx, req)
+	c.show(ctx, pad, amountLine(s.Amount), outcome(t, err))
+	return t, err
+}
+
+// readCard waits for a card on any interface and reads it.
+func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sale) (*payment.Card, error) {
+	r := c.o.Reader()
+	if r == nil {
+		return nil, ErrNoReader
+	}
+	c.show(ctx, c.o.Pad(), amountLine(s.Amount), "Insert/tap/swipe")
+	if _, err := r.Enable(ctx, cardreader.All); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_, _ = r.Disable(dctx, cardreader.All)
+		cancel()
+	}()
+	wait, cancel := context.WithTimeout(ctx, c.o.CardWait)
+	defer cancel()
+	for {
+		select {
+		case <-wait.Done():
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, ErrNoCard
+		case ev, ok := <-r.Events():
+			if !ok {
+				return nil, ErrNoReader
+			}
+			switch ev.Kind {
+			case cardreader.CardSwiped:
+				if ev.Card == nil || ev.Card.Track2.IsZero() {
+					c.show(ctx, c.o.Pad(), "Read error", "Swipe again")
+					continue
+				}
+				t2 := ev.Card.Track2
+				if t2.ChipCard() && !fallbackAllowed(doc) {
+					return nil, ErrUseChip
+				}
+				return &payment.Card{PAN: t2.PAN(), Expiry: t2.Expiry(), Track2: t2.Data(), Entry: "02"}, nil
+			case cardreader.CardInserted, cardreader.CardTapped:
+				return c.chip(ctx, r, doc, s, ev.Interface)
+			}
+		}
+	}
+}
+
+// fallbackAllowed: a chip card may be swiped only when the configuration lets it fall back.
+func fallbackAllowed(doc *termconfig.Document) bool {
+	for _, r := range doc.EMVSpecialProcessing {
+		if r.DenyFallback {
+			return false
+		}
+	}
+	return true
+}
+
+// chip reads the card's EMV application to the first GENERATE AC.
+func (c *Checkout) chip(ctx context.Context, r *cardreader.Reader, doc *termconfig.Document, s Sale, iface cardreader.Interface) (*payment.Card, error) {
+	contactless := iface == cardreader.Contactless
+	if !contactless {
+		if _, err := r.PowerOn(ctx, iface); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+		}
+	}
+	cfg := emv.Config{Contactless: contactless}
+	for _, app := range doc.EMVApplications {
+		if contactless != app.Contactless && !(!contactless && app.Contact) {
+			continue // the application is not offered on this interface
+		}
+		if aid, err := hex.DecodeString(app.AID); err == nil && len(aid) > 0 {
+			cfg.AIDs = append(cfg.AIDs, aid)
+		}
+	}
+	term := emv.Terminal{Amount: uint64(max(s.Amount, 0)), Currency: numeric(currencyOf(doc)), Country: numeric(doc.CountryCode),
+		Type: txType(s.Op), Time: c.o.Now(), TerminalType: 0x22}
+	res, err := emv.Read(ctx, r.ICC(iface), cfg, term)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+	}
+	card := &payment.Card{PAN: res.Card.Track2.PAN(), Expiry: res.Card.Track2.Expiry(), Track2: res.Card.Track2.Data(),
+		ICC: res.Field55, AID: strings.ToUpper(hex.EncodeToString(res.Card.AID)), AppLabel: res.Card.Label, Entry: "05"}
+	if contactless {
+		card.Entry = "07"
+	}
+	if seq, ok := res.Card.PANSequence(); ok {
+		card.CardSeq = fmt.Sprintf("%03s", seq)
+	}
+	return card, nil
+}
+
+// pin asks the cardholder's PIN on the pad and returns its block, encrypted under the PIK.
+func (c *Checkout) pin(ctx context.Context, doc *termconfig.Document, pad *pinpad.Client, pan string, amount int64) ([]byte, error) {
+	if pad == nil {
+		return nil, ErrNoPad
+	}
+	slot, err := c.o.PINSlot()
+	if err != nil {
+		return nil, err
+	}
+	hp := doc.HostParameters
+	blk, err := pad.GetPIN(ctx, pinpad.PINRequest{PAN: pan, Slot: slot, MinLen: int(hp.PINLengthMin), MaxLen: int(hp.PINLengthMax),
+		Timeout: c.o.PINWait, Prompt: amountLine(amount)})
+	switch {
+	case errors.Is(err, pinpad.ErrCancelled), errors.Is(err, pinpad.ErrEntryTimeout), errors.Is(err, pinpad.ErrAborted):
+		return nil, fmt.Errorf("%w: %w", ErrCancelled, err)
+	case err != nil:
+		return nil, err
+	}
+	return blk[:], nil
+}
+
+func (c *Checkout) show(ctx context.Context, pad *pinpad.Client, l1, l2 string) {
+	if pad == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := pad.Display(dctx, l1, l2); err != nil {
+		c.log.Debug("pad display", "err", err)
+	}
+}
+
+func amountLine(amount int64) string {
+	return fmt.Sprintf("%d.%02d", amount/100, amount%100)
+}
+
+func outcome(t *payment.Txn, err error) string {
+	switch {
+	case err == nil:
+		return "Approved"
+	case errors.Is(err, payment.ErrDeclined) && t != nil:
+		return "Declined " + t.RespCode
+	case errors.Is(err, payment.ErrInDoubt):
+		return "No answer"
+	}
+	return "Not done"
+}
+
+func messageFor(err error) string {
+	switch {
+	case errors.Is(err, ErrNoCard):
+		return "No card"
+	case errors.Is(err, ErrCancelled):
+		return "Cancelled"
+	case errors.Is(err, ErrUseChip):
+		return "Insert the chip"
+	}
+	return "Card error"
+}
+
+func cvmRequired(doc *termconfig.Document, amount int64) bool {
+	limit := doc.ContactlessProfile.CVMRequiredLimit
+	return limit == 0 || uint64(max(amount, 0)) > limit
+}
+
+func currencyOf(doc *termconfig.Document) string {
+	for _, c := range doc.Currencies {
+		if c.Default {
+			return c.Numeric
+		}
+	}
+	return "156"
+}
+
+func numeric(s string) uint16 {
+	n, _ := strconv.Atoi(s)
+	return uint16(n)
+}
+
+// txType is EMV 9C for an operation.
+func txType(op payment.Op) byte {
+	switch op {
+	case payment.OpRefund:
+		return 0x20
+	case payment.OpBalance:
+		return 0x31
+	case payment.OpPreAuth:
+		return 0x03
+	}
+	return 0x00
+}

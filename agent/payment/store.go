@@ -1,0 +1,188 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/posagent/posagent/agent/store"
+)
+
+// What the engine keeps, in bucket "payment": one meta record (terminal state, counters,
+// settlement progress), the batch's transactions by id, and their sealed card numbers apart
+// (a void, a reversal and a batch upload need the PAN; nothing else may see it).
+var (
+	bucketName = []byte("payment")
+	metaKey    = []byte("meta")
+	txnsName   = []byte("txns")
+	panName    = []byte("pans")
+)
+
+// TermState is the terminal's state (seed 004 §6.1.4).
+type TermState string
+
+// Terminal states.
+const (
+	SignedOut TermState = "signed-out"
+	Normal    TermState = "normal"
+	Locked    TermState = "locked"
+)
+
+// meta is the engine's one record of counters and progress.
+type meta struct {
+	V     int       `cbor:"v"`
+	State TermState `cbor:"state"`
+	Test  bool      `cbor:"test"` // test transactions (header state, TEST on receipts)
+	Batch int       `cbor:"batch"`
+	STAN  int       `cbor:"stan"` // last trace number handed out
+	Seq   uint64    `cbor:"seq"`  // last local transaction id
+	// ClockOffset is host time minus local time at the last sign-in, seconds.
+	ClockOffset int64 `cbor:"clock"`
+	SignedInAt  int64 `cbor:"signedIn"`
+	// Settle is a settlement in progress, kept until the batch is closed.
+	Settle *settleProgress `cbor:"settle,omitempty"`
+}
+
+// settleProgress is where a settlement is, so a restart resumes it: the totals were sent
+// (Sent), the host said unbalanced and the batch upload reached Uploaded transactions, the
+// end of the upload was acknowledged (UploadDone).
+type settleProgress struct {
+	Batch      int              `cbor:"batch"`
+	Totals     SettlementTotals `cbor:"totals"`
+	Answered   bool             `cbor:"answered"` // the 0510 came back
+	Upload     bool             `cbor:"upload"`   // a batch upload is owed
+	Uploaded   []string         `cbor:"uploaded"` // ids sent in the upload, in order
+	UploadDone bool             `cbor:"uploadDone"`
+}
+
+func decodeMeta(raw []byte) (meta, error) {
+	m := meta{V: 1, State: SignedOut, Batch: 1}
+	if raw == nil {
+		return m, nil
+	}
+	if err := cbor.Unmarshal(raw, &m); err != nil {
+		return meta{}, fmt.Errorf("payment: meta unreadable: %w", err)
+	}
+	return m, nil
+}
+
+// view runs fn on a read transaction.
+func (e *Engine) view(fn func(*bolt.Tx) error) error { return e.o.DB.View(fn) }
+
+// update runs fn in one committed transaction (fn may run more than once: it must only
+// read and write through tx).
+func (e *Engine) update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	return e.o.Commit.Do(ctx, func(tx *store.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketName); err != nil {
+			return err
+		}
+		b := tx.Bucket(bucketName)
+		for _, n := range [][]byte{txnsName, panName} {
+			if _, err := b.CreateBucketIfNotExists(n); err != nil {
+				return err
+			}
+		}
+		return fn(tx)
+	})
+}
+
+func readMeta(tx *bolt.Tx) (meta, error) {
+	b := tx.Bucket(bucketName)
+	if b == nil {
+		return decodeMeta(nil)
+	}
+	return decodeMeta(b.Get(metaKey))
+}
+
+func writeMeta(tx *bolt.Tx, m meta) error {
+	raw, err := cbor.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketName).Put(metaKey, raw)
+}
+
+func readTxn(tx *bolt.Tx, id string) (*Txn, error) {
+	b := tx.Bucket(bucketName)
+	if b == nil {
+		return nil, ErrNotFound
+	}
+	raw := b.Bucket(txnsName).Get([]byte(id))
+	if raw == nil {
+		return nil, ErrNotFound
+	}
+	var t Txn
+	if err := cbor.Unmarshal(raw, &t); err != nil {
+		return nil, fmt.Errorf("payment: transaction %s unreadable: %w", id, err)
+	}
+	return &t, nil
+}
+
+func writeTxn(tx *bolt.Tx, t *Txn) error {
+	raw, err := cbor.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketName).Bucket(txnsName).Put([]byte(t.ID), raw)
+}
+
+// eachTxn calls fn for every transaction, oldest first (ids sort by creation).
+func eachTxn(tx *bolt.Tx, fn func(*Txn) error) error {
+	b := tx.Bucket(bucketName)
+	if b == nil {
+		return nil
+	}
+	return b.Bucket(txnsName).ForEach(func(k, v []byte) error {
+		var t Txn
+		if err := cbor.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("payment: transaction %s unreadable: %w", k, err)
+		}
+		return fn(&t)
+	})
+}
+
+func putPAN(tx *bolt.Tx, id string, sealed []byte) error {
+	return tx.Bucket(bucketName).Bucket(panName).Put([]byte(id), sealed)
+}
+
+func getPAN(tx *bolt.Tx, id string) []byte {
+	b := tx.Bucket(bucketName)
+	if b == nil {
+		return nil
+	}
+	return b.Bucket(panName).Get([]byte(id))
+}
+
+// clearBatch removes every transaction of the batch and its sealed card data.
+func clearBatch(tx *bolt.Tx, batch int) (int, error) {
+	b := tx.Bucket(bucketName)
+	var ids [][]byte
+	err := b.Bucket(txnsName).ForEach(func(k, v []byte) error {
+		var t Txn
+		if err := cbor.Unmarshal(v, &t); err != nil {
+			return err
+		}
+		if t.Batch == batch {
+			ids = append(ids, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if err := b.Bucket(txnsName).Delete(id); err != nil {
+			return 0, err
+		}
+		if err := b.Bucket(panName).Delete(id); err != nil {
+			return 0, err
+		}
+	}
+	return len(ids), nil
+}
+
+// ErrNotFound: no such transaction in the batch.
+var ErrNotFound = errors.New("payment: transaction not found")
