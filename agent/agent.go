@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/buildinfo"
+	"github.com/posagent/posagent/agent/checkout"
 	"github.com/posagent/posagent/agent/command"
 	"github.com/posagent/posagent/agent/config"
 	"github.com/posagent/posagent/agent/hardware"
 	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/outbox"
+	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/supervisor"
 	"github.com/posagent/posagent/agent/sysinfo"
@@ -52,22 +54,24 @@ type Options struct {
 
 // Agent is a running agent. Its fields are set up by Run and stay fixed afterwards.
 type Agent struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	logs    LogReader
-	board   board.Board
-	db      *store.DB
-	commit  *store.Committer
-	Outbox  *outbox.Outbox
-	disp    *command.Dispatcher
-	link    *tmslink.Link
-	term    *termconfig.Store
-	hw      *hardware.Manager
-	keys    *keystore.Store
-	lic     *license.Store
-	sup     *supervisor.Supervisor
-	sys     *sysinfo.Collector
-	started time.Time
+	cfg      *config.Config
+	log      *slog.Logger
+	logs     LogReader
+	board    board.Board
+	db       *store.DB
+	commit   *store.Committer
+	Outbox   *outbox.Outbox
+	disp     *command.Dispatcher
+	link     *tmslink.Link
+	term     *termconfig.Store
+	hw       *hardware.Manager
+	keys     *keystore.Store
+	lic      *license.Store
+	pay      *payment.Engine
+	checkout *checkout.Checkout
+	sup      *supervisor.Supervisor
+	sys      *sysinfo.Collector
+	started  time.Time
 
 	statsNow chan struct{}
 	restart  chan struct{}
@@ -144,6 +148,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err := a.openKeystore(ctx); err != nil {
 		return err
 	}
+	if err := a.openPayments(ctx); err != nil {
+		return err
+	}
 	a.registerCommands()
 	a.registerLicense(a.lic)
 
@@ -173,6 +180,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		"hardware": a.hw.Run,
 		"keys":     a.runKeys,
 		"license":  a.runLicense(a.lic),
+		"payments": a.runPayments,
 	}
 	for name, run := range opts.Services {
 		services[name] = func(ctx context.Context) error { return run(ctx, a) }

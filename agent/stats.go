@@ -8,6 +8,7 @@ import (
 	"github.com/posagent/posagent/agent/buildinfo"
 	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/outbox"
+	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/supervisor"
 	"github.com/posagent/posagent/agent/sysinfo"
 	"github.com/posagent/posagent/agent/tmslink"
@@ -29,6 +30,7 @@ type Stats struct {
 	Hardware []board.DeviceState `cbor:"hardware"`
 	Keys     *KeysInfo           `cbor:"keys,omitempty"`
 	License  license.Status      `cbor:"license"`
+	Payment  payment.Status      `cbor:"payment"`
 	Services []ServiceInfo       `cbor:"services,omitempty"` // only those not running cleanly
 }
 
@@ -61,6 +63,7 @@ func (a *Agent) Snapshot(ctx context.Context) Stats {
 		Hardware: a.hw.Devices(),
 		Keys:     a.keysInfo(),
 		License:  licenseStats(a.lic),
+		Payment:  a.pay.Status(),
 	}
 	// Healthy services are the norm and not worth the air; only trouble is reported.
 	for _, st := range a.sup.Status() {

@@ -215,8 +215,13 @@ func (e *env) resetUplinks() {
 func (e *env) startInProcess() { e.startInProcessWith("") }
 
 // startInProcessWith adds extra to the configuration file (e.g. [[devices]]).
-func (e *env) startInProcessWith(extra string) {
+func (e *env) startInProcessWith(extra string) { e.startInProcessAgent(extra) }
+
+// startInProcessAgent runs the agent in this process and returns it once its services run
+// (tests drive payments through it).
+func (e *env) startInProcessAgent(extra string) *agent.Agent {
 	e.t.Helper()
+	got := make(chan *agent.Agent, 1)
 	cfg, err := config.Load(e.configFile(extra))
 	if err != nil {
 		e.t.Fatal(err)
@@ -226,7 +231,15 @@ func (e *env) startInProcessWith(extra string) {
 	logs := &syncio.Buffer{}
 	e.logs = logs
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() { done <- agent.Run(ctx, cfg, agent.Options{Logger: log}) }()
+	services := map[string]func(context.Context, *agent.Agent) error{"test-handle": func(ctx context.Context, a *agent.Agent) error {
+		select {
+		case got <- a:
+		default:
+		}
+		<-ctx.Done()
+		return nil
+	}}
+	go func() { done <- agent.Run(ctx, cfg, agent.Options{Logger: log, Services: services}) }()
 	e.t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -236,6 +249,16 @@ func (e *env) startInProcessWith(extra string) {
 			e.t.Logf("agent log:\n%s", logs.String())
 		}
 	})
+	select {
+	case a := <-got:
+		return a
+	case err := <-done:
+		done <- err // for the cleanup
+		e.t.Fatalf("agent stopped at start: %v", err)
+	case <-time.After(20 * time.Second):
+		e.t.Fatal("agent did not start")
+	}
+	return nil
 }
 
 // child is an agent in its own process.

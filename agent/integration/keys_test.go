@@ -170,7 +170,7 @@ func softKeystoreConfig(t testing.TB, dir string) string {
 }
 
 func pinpadConfig(t testing.TB) (string, *pinpademu.Emulator) {
-	pad, err := pinpademu.New(pinpademu.Options{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pad, err := pinpademu.New(pinpademu.Options{Dir: t.TempDir(), DefaultPIN: "123456", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

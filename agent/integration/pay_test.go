@@ -1,0 +1,221 @@
+package integration
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/posagent/posagent/agent"
+	"github.com/posagent/posagent/agent/checkout"
+	"github.com/posagent/posagent/agent/license"
+	"github.com/posagent/posagent/agent/payment"
+	"github.com/posagent/posagent/agent/termconfig"
+	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/board/sim/cardemu"
+	"github.com/posagent/posagent/board/sim/printeremu"
+	"github.com/posagent/posagent/board/sim/pty"
+	"github.com/posagent/posagent/internal/hostsim"
+)
+
+// The whole terminal: the agent in this process with the PIN pad, card reader and printer
+// emulators on pseudo-terminals, the host simulator over TCP, and the TMS provisioning it —
+// master key (keys.load), licence (license.put), host and merchant (config.apply). The agent
+// signs in by itself; purchases are made at the terminal by a cardholder tapping a card and
+// typing the PIN, slips come out of the printer, the merchant copy goes up electronically,
+// every host exchange is in the POS log; the batch settles.
+
+const (
+	payTID = "TID00042"
+	payMID = "MID000000000042"
+)
+
+type payRig struct {
+	e       *env
+	a       *agent.Agent
+	host    *hostsim.Server
+	reader  *cardemu.Emulator
+	printer *printeremu.Emulator
+}
+
+func newPayRig(t *testing.T, device string) *payRig {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := newEnv(t, device)
+	set := newKeySet(t)
+
+	host, err := hostsim.New(hostsim.Config{Listen: "127.0.0.1:0",
+		Terminals: []hostsim.Terminal{{TID: payTID, MID: payMID, KEK: hex.EncodeToString(set.kek), KeyLayout: "double"}},
+		Accounts:  hostsim.DefaultAccounts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close() })
+
+	padCfg, _ := pinpadConfig(t) // the pad types 123456 when asked (DefaultPIN below)
+	dir := t.TempDir()
+	rline, err := pty.Open(dir, "cardreader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rline.Close() })
+	reader := cardemu.Start(rline, cardemu.Default(), cardemu.Options{Logger: quiet})
+	t.Cleanup(func() { reader.Close() })
+	pline, err := pty.Open(dir, "printer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pline.Close() })
+	printer, err := printeremu.New(pline, printeremu.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { printer.Close() })
+
+	relPub, relKey, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := padCfg + fmt.Sprintf(`
+[[devices]]
+name = "cardreader"
+kind = "cardreader"
+[devices.port]
+path = %q
+baud = 115200
+
+[[devices]]
+name = "printer"
+kind = "printer"
+[devices.port]
+path = %q
+baud = 115200
+
+[[license.release_keys]]
+id = "rel-1"
+public_key = %q
+`, rline.Path(), pline.Path(), base64.StdEncoding.EncodeToString(relPub))
+	a := e.startInProcessAgent(extra)
+	e.statsKeys(t, 0)
+
+	// Provisioning, as the TMS does it.
+	if ack := e.send(t, "keys.load", map[string]any{"keys": set.entries(t)[:1]}); ack.State != tmsproto.StateSucceeded {
+		t.Fatalf("keys.load: %+v", ack)
+	}
+	lic, err := license.Sign(relKey, "rel-1", license.License{V: license.Version, ID: "L-PAY", Serial: device,
+		Platform: license.CurrentPlatform(), Features: []string{"payments"}, Issued: time.Now().Unix(),
+		NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(24 * time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack := e.send(t, "license.put", map[string]any{"license": lic}); ack.State != tmsproto.StateSucceeded {
+		t.Fatalf("license.put: %+v", ack)
+	}
+	doc := termconfig.Default()
+	doc.Version = 2
+	doc.AuthHost = termconfig.AuthHost{Addresses: []string{host.Addr()}, TerminalID: payTID, MerchantID: payMID,
+		MerchantName: "ТОО Алма", TPDU: "6000030000", NII: "003", ConnectTimeoutSec: 2}
+	doc.HostParameters.ResponseTimeoutSec = 5
+	doc.BINRanges = []termconfig.BINRange{{Low: "4", High: "5", Scheme: termconfig.SchemeVisa, Region: termconfig.RegionForeign}}
+	doc.PrintProfile.MerchantCopy = termconfig.CopyElectronic
+	doc.PrintProfile.CustomerCopy = termconfig.CopyPrint
+	body, err := termconfig.Encode(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack := e.send(t, "config.apply", cborRaw(body)); ack.State != tmsproto.StateSucceeded {
+		t.Fatalf("config.apply: %+v", ack)
+	}
+	waitFor(t, 30*time.Second, "signed in", func() bool { return a.Payments().Status().State == payment.Normal })
+	return &payRig{e: e, a: a, host: host, reader: reader, printer: printer}
+}
+
+// cborRaw passes an encoded body through send unchanged.
+type cborRaw []byte
+
+func (c cborRaw) MarshalCBOR() ([]byte, error) { return c, nil }
+
+func TestPaymentsAtTheTerminal(t *testing.T) {
+	r := newPayRig(t, "IT-PAY-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// The card goes into the slot; the PIN is asked on the pad.
+	if err := r.reader.Insert("unionpay-debit"); err != nil {
+		t.Fatal(err)
+	}
+	txn, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpPurchase, Amount: 12345})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reader.Remove()
+	if txn.State != payment.StateApproved || txn.CVM != "pin" || txn.Entry != "05" {
+		t.Errorf("purchase %+v", txn)
+	}
+	if got := r.host.Charged(payTID); got != 12345 {
+		t.Errorf("host charged %d", got)
+	}
+
+	// The customer's slip is printed; the merchant's goes up as an electronic receipt.
+	waitFor(t, 20*time.Second, "customer slip", func() bool { return len(r.printer.Receipts()) > 0 })
+	slip := r.printer.Receipts()[0].Text
+	if !strings.Contains(slip, "622848") || !strings.Contains(slip, "2344") || strings.Contains(slip, "6228480000000012344") || !strings.Contains(slip, "123,45") {
+		t.Errorf("customer slip:\n%s", slip)
+	}
+	waitFor(t, 20*time.Second, "electronic receipt", func() bool { return len(r.e.stream(tmsproto.StreamReceipt)) > 0 })
+	// Every host exchange is in the POS log, masked.
+	waitFor(t, 20*time.Second, "POS log", func() bool { return len(r.e.stream(tmsproto.StreamLogPOS)) >= 4 })
+	for _, env := range r.e.stream(tmsproto.StreamLogPOS) {
+		if strings.Contains(string(env.Body), "6228480000000012344") {
+			t.Errorf("full PAN in the POS log")
+		}
+	}
+
+	// Void it at the terminal without the card; then settle: nothing owed, balanced.
+	if _, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpVoid, OrigID: txn.ID, NoCard: true}); err != nil {
+		t.Fatalf("void: %v", err)
+	}
+	if err := r.reader.Insert("visa"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpPurchase, Amount: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	r.reader.Remove()
+	st, err := r.a.Settle(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DomDebitCount != 1 || st.DomCreditCount != 1 || st.ForDebitCount != 1 || !st.DomBalanced || !st.ForBalanced {
+		t.Errorf("totals %+v", st)
+	}
+	if s := r.a.Payments().Status(); s.Batch != 2 || s.Txns != 0 {
+		t.Errorf("after settlement %+v", s)
+	}
+	waitFor(t, 20*time.Second, "totals slip", func() bool {
+		for _, rc := range r.printer.Receipts() {
+			if strings.Contains(rc.Text, "ИТОГ") || strings.Contains(rc.Text, "Итог") || strings.Contains(rc.Text, "итог") {
+				return true
+			}
+		}
+		return false
+	})
+	// The stats carry the payment state.
+	r.e.send(t, "stats.now", nil)
+	all := r.e.stream(tmsproto.StreamStats)
+	var s struct {
+		Payment payment.Status `cbor:"payment"`
+	}
+	if err := looseUnmarshal(all[len(all)-1].Body, &s); err != nil || s.Payment.Batch != 2 || s.Payment.State != payment.Normal {
+		t.Errorf("stats payment %+v (%v)", s.Payment, err)
+	}
+}

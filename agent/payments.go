@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/posagent/posagent/agent/checkout"
+	"github.com/posagent/posagent/agent/payment"
+	"github.com/posagent/posagent/agent/receipt"
+	"github.com/posagent/posagent/agent/termconfig"
+	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/keystore/softkeys"
+)
+
+// openPayments opens the transaction engine and the checkout on the terminal's devices.
+func (a *Agent) openPayments(ctx context.Context) error {
+	root, err := softkeys.FileRootKey(a.cfg.RootKeyFile()).RootKey()
+	if err != nil {
+		return fmt.Errorf("payment: device root key: %w", err)
+	}
+	sealer, err := payment.NewSealer(root)
+	clear(root)
+	if err != nil {
+		return err
+	}
+	a.pay, err = payment.Open(ctx, payment.Options{DB: a.db, Commit: a.commit, Keys: a.keys, Sealer: sealer,
+		Config:  a.term.Active,
+		License: func() error { return a.lic.Check("payments") },
+		Event:   a.event,
+		POSLog: func(ctx context.Context, e payment.LogEntry) {
+			if _, err := a.Outbox.Append(ctx, tmsproto.StreamLogPOS, "pos", e); err != nil {
+				a.log.Warn("POS log record not queued", "err", err)
+			}
+		},
+		Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.checkout = checkout.New(checkout.Options{Engine: a.pay, Reader: a.hw.CardReader, Pad: a.hw.PINPad,
+		PINSlot: a.keys.PINKeySlot, Config: a.term.Active, Logger: a.log})
+	return nil
+}
+
+// Payments is the transaction engine (for the cash-register API, the diagnostics port and
+// tests).
+func (a *Agent) Payments() *payment.Engine { return a.pay }
+
+// Pay runs a card operation at the terminal and delivers its slips: printed, sent as an
+// electronic receipt (up/receipt), as the print profile says.
+func (a *Agent) Pay(ctx context.Context, s checkout.Sale) (*payment.Txn, error) {
+	t, err := a.checkout.Run(ctx, s)
+	if t != nil && (err == nil || errors.Is(err, payment.ErrDeclined)) {
+		a.deliverSlips(ctx, t, err != nil)
+	}
+	return t, err
+}
+
+// merchant is the slips' merchant block from the terminal configuration.
+func merchant(doc *termconfig.Document) receipt.Merchant {
+	pp := doc.PrintProfile
+	m := receipt.Merchant{Name: doc.AuthHost.MerchantName, MID: doc.AuthHost.MerchantID, TID: doc.AuthHost.TerminalID,
+		TaxID: pp.TaxID, Header: pp.HeaderLines, Footer: pp.FooterLines, Language: pp.Language}
+	if pp.StoreName != "" {
+		m.Name = pp.StoreName
+	}
+	for _, l := range []string{pp.Address, pp.City} {
+		if l != "" {
+			m.Address = append(m.Address, l)
+		}
+	}
+	return m
+}
+
+// deliverSlips prints and sends the copies of a finished transaction. A printer problem
+// never undoes a payment: the slip waits in the print queue or is logged.
+func (a *Agent) deliverSlips(ctx context.Context, t *payment.Txn, declined bool) {
+	doc := a.term.Active()
+	m := merchant(doc)
+	o := receipt.Options{PINVerified: t.CVM == "pin"}
+	if model, ok := a.hw.PrinterModel(); ok {
+		o.Model = model
+	}
+	for _, act := range receipt.Plan(doc.PrintProfile, declined) {
+		switch act.Delivery {
+		case receipt.DeliverPrint:
+			sp := a.hw.Spooler()
+			if sp == nil {
+				a.log.Warn("no printer for a slip", "txn", t.ID, "copy", act.Copy)
+				continue
+			}
+			if _, err := sp.Submit(fmt.Sprintf("slip %s %s", t.ID, act.Copy), receipt.SalesSlip(t, m, act.Copy, o)); err != nil {
+				a.log.Warn("slip not queued", "txn", t.ID, "err", err)
+			}
+		case receipt.DeliverElectronic:
+			r := receipt.ElectronicWith(t, m, act.Copy, o)
+			if err := r.Validate(); err != nil {
+				a.log.Error("electronic receipt refused", "txn", t.ID, "err", err)
+				continue
+			}
+			if _, err := a.Outbox.Append(ctx, tmsproto.StreamReceipt, "receipt", r); err != nil {
+				a.log.Warn("electronic receipt not queued", "txn", t.ID, "err", err)
+			}
+		}
+	}
+}
+
+// Settle closes the batch and prints the totals slip.
+func (a *Agent) Settle(ctx context.Context, operator string) (payment.SettlementTotals, error) {
+	st, err := a.pay.Settle(ctx, operator)
+	if err != nil {
+		return st, err
+	}
+	if sp := a.hw.Spooler(); sp != nil {
+		o := receipt.Options{}
+		if model, ok := a.hw.PrinterModel(); ok {
+			o.Model = model
+		}
+		if _, err := sp.Submit(fmt.Sprintf("totals batch %d", st.Batch), receipt.TotalsSlip(st, merchant(a.term.Active()), o)); err != nil {
+			a.log.Warn("totals slip not queued", "err", err)
+		}
+	}
+	return st, nil
+}
+
+// runPayments signs the terminal in once its devices are up (at start, which is after any
+// power loss, as the host specification asks) and keeps owed reversals going out. A new
+// terminal configuration (a host set for the first time) is tried at once; a failure backs
+// off.
+func (a *Agent) runPayments(ctx context.Context) error {
+	updates, cancel := a.term.Subscribe()
+	defer cancel()
+	select {
+	case <-a.hw.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	attempt := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-updates:
+			attempt = 0
+			retry.Reset(0)
+			continue
+		case <-retry.C:
+		}
+		if !a.term.Active().AuthHost.Configured() {
+			continue // wait for a configuration with a host
+		}
+		st := a.pay.Status()
+		var err error
+		switch {
+		case st.State == payment.SignedOut:
+			if err = a.pay.SignIn(ctx, ""); err == nil {
+				a.triggerStats()
+			}
+		case st.Reversals > 0:
+			err = a.pay.Reverse(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			attempt++
+			d := a.cfg.Backoff().Delay(attempt, nil)
+			if errors.Is(err, payment.ErrUnlicensed) {
+				d = max(d, 10*time.Second) // until a licence comes; license.put is quick to notice
+			} else {
+				a.log.Warn("payments: host not ready", "err", err, "retry_in", d)
+			}
+			retry.Reset(d)
+			continue
+		}
+		attempt = 0
+		retry.Reset(time.Minute)
+	}
+}
