@@ -144,6 +144,9 @@ type Status struct {
 	Reversals int       `cbor:"reversals" json:"reversals"` // owed
 	Held      int       `cbor:"held" json:"held"`           // reversals given up: manual handling
 	Settling  bool      `cbor:"settling,omitempty" json:"settling,omitempty"`
+	Stored    int       `cbor:"stored,omitempty" json:"stored,omitempty"` // offline transactions not uploaded yet
+	// Params are the host's downloaded parameters (tag → value).
+	Params map[string]string `cbor:"params,omitempty" json:"params,omitempty"`
 }
 
 // Status reads the engine's state.
@@ -151,7 +154,7 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	m := e.m
 	e.mu.Unlock()
-	s := Status{State: m.State, Test: m.Test, Batch: m.Batch, STAN: m.STAN, Settling: m.Settle != nil}
+	s := Status{State: m.State, Test: m.Test, Batch: m.Batch, STAN: m.STAN, Settling: m.Settle != nil, Params: m.Params}
 	_ = e.view(func(tx *bolt.Tx) error {
 		return eachTxn(tx, func(t *Txn) error {
 			if t.Batch == m.Batch {
@@ -162,6 +165,8 @@ func (e *Engine) Status() Status {
 				s.Reversals++
 			case StateHeld:
 				s.Held++
+			case StateStored:
+				s.Stored++
 			}
 			return nil
 		})

@@ -127,6 +127,11 @@ func (e *Engine) Do(ctx context.Context, r Request) (*Txn, error) {
 	if err := e.reverseOwed(ctx, doc); err != nil {
 		return nil, err
 	}
+	if doc.HostParameters.OfflineUploadMode != termconfig.OfflineUploadSettlement {
+		if err := e.uploadStored(ctx, doc); err != nil {
+			e.log.Warn("offline transactions not uploaded yet", "err", err)
+		}
+	}
 	orig, err := e.original(r, spec)
 	if err != nil {
 		return nil, err

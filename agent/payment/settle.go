@@ -34,6 +34,10 @@ func (e *Engine) Settle(ctx context.Context, operator string) (SettlementTotals,
 	if err := e.reverseOwed(ctx, doc); err != nil {
 		return SettlementTotals{}, err
 	}
+	// Unsent offline transactions go first (seed 004 §6.3.2).
+	if err := e.uploadStored(ctx, doc); err != nil {
+		return SettlementTotals{}, err
+	}
 	e.mu.Lock()
 	p := e.m.Settle
 	e.mu.Unlock()

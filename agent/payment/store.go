@@ -44,6 +44,8 @@ type meta struct {
 	SignedInAt  int64 `cbor:"signedIn"`
 	// Settle is a settlement in progress, kept until the batch is closed.
 	Settle *settleProgress `cbor:"settle,omitempty"`
+	// Params are the host's downloaded parameters, by tag.
+	Params map[string]string `cbor:"params,omitempty"`
 }
 
 // settleProgress is where a settlement is, so a restart resumes it: the totals were sent

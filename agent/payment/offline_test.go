@@ -1,0 +1,89 @@
+package payment_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/posagent/posagent/agent/payment"
+	"github.com/posagent/posagent/agent/termconfig"
+	"github.com/posagent/posagent/internal/hostsim"
+)
+
+// Offline settlements and tips are kept at the terminal and reach the host before the next
+// online request (or only at the settlement), once each, and count in the totals.
+func TestOfflineAndAdjustmentUploaded(t *testing.T) {
+	r := newRig(t, func(d *termconfig.Document) {
+		d.HostParameters.TipsEnabled = true
+		d.HostParameters.TipMaxPercent = 20
+	})
+	r.signIn()
+	ctx := context.Background()
+	p, err := r.purchase(debitPAN, "3112", 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.eng.Adjust(ctx, p.ID, 2500, "01"); !errors.Is(err, payment.ErrNotAllowed) {
+		t.Errorf("tip above 20%%: %v", err)
+	}
+	tip, err := r.eng.Adjust(ctx, p.ID, 1500, "01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := r.eng.Offline(ctx, payment.Request{Amount: 4000, Card: card(creditPAN, "3006")}, "123456")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := r.eng.Status(); s.Stored != 2 {
+		t.Fatalf("stored %+v", s)
+	}
+	if got := r.host.Charged(tid); got != 10000 {
+		t.Fatalf("host charged %d before the upload", got)
+	}
+	// The first upload's answer is lost: it goes again with the next request, and counts once.
+	_ = r.host.AddFault(hostsim.Fault{Kind: hostsim.FaultNoAnswer, MTI: "0220", Count: 1})
+	if _, err := r.purchase(debitPAN, "3112", 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.purchase(debitPAN, "3112", 100); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{tip.ID, off.ID} {
+		if x, _ := r.eng.Txn(id); x.State != payment.StateApproved || !x.Uploaded {
+			t.Errorf("%s after the upload: %+v", id, x)
+		}
+	}
+	if got := r.host.Charged(tid); got != 10000+1500+4000+200 {
+		t.Errorf("host charged %d", got)
+	}
+	st, err := r.eng.Settle(ctx, "01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DomDebit != 10000+1500+4000+200 || !st.DomBalanced {
+		t.Errorf("totals %+v", st)
+	}
+}
+
+func TestParametersAndStatusUpload(t *testing.T) {
+	r := newRig(t, nil)
+	r.signIn()
+	ctx := context.Background()
+	params, err := r.eng.DownloadParameters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if params[payment.ParamTPDU] == "" || params[payment.ParamResend] == "" {
+		t.Errorf("parameters %v", params)
+	}
+	if s := r.eng.Status(); s.Params[payment.ParamTPDU] != params[payment.ParamTPDU] {
+		t.Errorf("status params %v", s.Params)
+	}
+	if err := r.eng.StatusUpload(ctx, map[string]string{payment.StatusCardReader: "0", payment.StatusPINPad: "0", payment.StatusPrinter: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	ts, _ := r.host.Terminal(tid)
+	if len(ts.Status) == 0 {
+		t.Errorf("host saw no status upload: %+v", ts)
+	}
+}
