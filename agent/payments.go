@@ -124,6 +124,21 @@ func (a *Agent) Settle(ctx context.Context, operator string) (payment.Settlement
 	return st, nil
 }
 
+// followTestMode applies the TMS's hostParameters.testMode when the batch allows it (empty);
+// otherwise the switch waits for the next settlement and says so.
+func (a *Agent) followTestMode(ctx context.Context, doc *termconfig.Document) {
+	want := doc.HostParameters.TestMode
+	if a.pay.Status().Test == want {
+		return
+	}
+	if err := a.pay.SetTestMode(ctx, want); err != nil {
+		a.log.Warn("test mode from the TMS not applied yet", "test", want, "err", err)
+		return
+	}
+	a.log.Info("test mode from the TMS", "test", want)
+	a.event(ctx, "payment.testMode", map[string]any{"test": want})
+}
+
 // runPayments signs the terminal in once its devices are up (at start, which is after any
 // power loss, as the host specification asks) and keeps owed reversals going out. A new
 // terminal configuration (a host set for the first time) is tried at once; a failure backs
@@ -143,7 +158,8 @@ func (a *Agent) runPayments(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-updates:
+		case doc := <-updates:
+			a.followTestMode(ctx, doc)
 			attempt = 0
 			retry.Reset(0)
 			continue

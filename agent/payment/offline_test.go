@@ -87,3 +87,38 @@ func TestParametersAndStatusUpload(t *testing.T) {
 		t.Errorf("host saw no status upload: %+v", ts)
 	}
 }
+
+// Test mode: only with an empty batch; the terminal signs in again and its transactions
+// reach the host marked as tests (header state) and are marked on the record.
+func TestTestMode(t *testing.T) {
+	r := newRig(t, nil)
+	r.signIn()
+	ctx := context.Background()
+	if _, err := r.purchase(debitPAN, "3112", 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.eng.SetTestMode(ctx, true); !errors.Is(err, payment.ErrBatchNotEmpty) {
+		t.Fatalf("test mode with a batch: %v", err)
+	}
+	if _, err := r.eng.Settle(ctx, "01"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.eng.SetTestMode(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.eng.Status(); s.State != payment.SignedOut || !s.Test {
+		t.Fatalf("after the switch %+v", s)
+	}
+	r.signIn()
+	tx, err := r.purchase(debitPAN, "3112", 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tx.Test {
+		t.Error("transaction not marked as a test")
+	}
+	entries := r.host.Entries(tid)
+	if last := entries[len(entries)-1]; !last.Test {
+		t.Errorf("host entry not a test: %+v", last)
+	}
+}

@@ -481,7 +481,6 @@ func (e *Engine) SignIn(ctx context.Context, operator string) error {
 	offset := e.clockOffset(ans.LocalDate, ans.LocalTime)
 	err = e.commitMeta(ctx, func(m *meta) error {
 		m.State, m.SignedInAt = Normal, e.o.Now().Unix()
-		m.Test = doc.HostParameters.TestMode
 		if hostBatch > 0 && hostBatch != m.Batch {
 			e.log.Info("batch number from the host", "was", m.Batch, "now", hostBatch)
 			m.Batch = hostBatch
@@ -582,6 +581,31 @@ func (e *Engine) Unlock(ctx context.Context) error {
 		if m.State == Locked {
 			m.State = SignedOut
 		}
+		return nil
+	}, nil)
+}
+
+// ErrBatchNotEmpty: the switch needs an empty batch (settle first).
+var ErrBatchNotEmpty = errors.New("payment: the batch is not empty: settle first")
+
+// SetTestMode switches test transactions on or off (seed 004 §6.1.4): only with an empty
+// batch, so a batch never mixes test and normal transactions. The caller checks the
+// administrator's password. The terminal signs in again in its new mode.
+func (e *Engine) SetTestMode(ctx context.Context, on bool) error {
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
+	batch, err := e.Batch()
+	if err != nil {
+		return err
+	}
+	if len(batch) > 0 {
+		return ErrBatchNotEmpty
+	}
+	return e.commitMeta(ctx, func(m *meta) error {
+		if m.Test != on && m.State == Normal {
+			m.State = SignedOut
+		}
+		m.Test = on
 		return nil
 	}, nil)
 }
