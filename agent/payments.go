@@ -112,6 +112,8 @@ func (a *Agent) Settle(ctx context.Context, operator string) (payment.Settlement
 	if err != nil {
 		return st, err
 	}
+	a.followTestMode(ctx, a.term.Active()) // a switch waiting for an empty batch
+	a.triggerStats()
 	if sp := a.hw.Spooler(); sp != nil {
 		o := receipt.Options{}
 		if model, ok := a.hw.PrinterModel(); ok {
