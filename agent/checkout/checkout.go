@@ -96,6 +96,14 @@ func needsPIN(op payment.Op, doc *termconfig.Document) bool {
 // Run presents the operation to the cardholder and carries it out.
 func (c *Checkout) Run(ctx context.Context, s Sale) (*payment.Txn, error) {
 	doc := c.o.Config()
+	// A terminal that cannot send the operation does not ask for the card (and the PIN)
+	// first; the engine checks again.
+	switch c.o.Engine.Status().State {
+	case payment.SignedOut:
+		return nil, payment.ErrNotSignedIn
+	case payment.Locked:
+		return nil, payment.ErrLocked
+	}
 	req := payment.Request{Op: s.Op, Amount: s.Amount, OrigID: s.OrigID, Orig: s.Orig, Operator: s.Operator, ECR: s.ECR}
 	pad := c.o.Pad()
 	if !s.NoCard {
@@ -116,7 +124,14 @@ func (c *Checkout) Run(ctx context.Context, s Sale) (*payment.Txn, error) {
 	}
 	c.show(ctx, pad, amountLine(s.Amount), "Processing...")
 	t, err := c.o.Engine.Do(ctx, req)
-	c.show(ctx, pad, amountLine(s.Amount), outcome(t, err))
+	l1, l2 := amountLine(s.Amount), outcome(t, err)
+	if err == nil && t != nil && t.Op == payment.OpBalance {
+		// The inquiry's answer is for the cardholder's eyes: the pad shows it.
+		if b, ok := balanceLine(t.Balance); ok {
+			l1, l2 = "Balance", b
+		}
+	}
+	c.show(ctx, pad, l1, l2)
 	return t, err
 }
 
@@ -126,8 +141,17 @@ func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sal
 	if r == nil {
 		return nil, ErrNoReader
 	}
-	c.show(ctx, c.o.Pad(), amountLine(s.Amount), "Insert/tap/swipe")
-	if _, err := r.Enable(ctx, cardreader.All); err != nil {
+	// Events the reader reported before this operation belong to nobody: a card inserted and
+	// taken out meanwhile must not be read now. A card still in the slot is asked for below.
+	if !drain(r.Events()) {
+		return nil, ErrNoReader
+	}
+	ifaces, prompt := cardreader.All, "Insert/tap/swipe"
+	if !contactlessAllowed(doc, s.Amount) {
+		ifaces, prompt = cardreader.Contact|cardreader.Magstripe, "Insert/swipe"
+	}
+	c.show(ctx, c.o.Pad(), amountLine(s.Amount), prompt)
+	if _, err := r.Enable(ctx, ifaces); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
 	}
 	defer func() {
@@ -135,6 +159,13 @@ func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sal
 		_, _ = r.Disable(dctx, cardreader.All)
 		cancel()
 	}()
+	// The cardholder may have inserted the card before the operation began: no event comes
+	// for it any more.
+	if st, err := r.Status(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+	} else if st.Present&cardreader.Contact != 0 {
+		return c.chip(ctx, r, doc, s, cardreader.Contact)
+	}
 	wait, cancel := context.WithTimeout(ctx, c.o.CardWait)
 	defer cancel()
 	for {
@@ -160,14 +191,42 @@ func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sal
 				}
 				return &payment.Card{PAN: t2.PAN(), Expiry: t2.Expiry(), Track2: t2.Data(), Entry: "02"}, nil
 			case cardreader.CardInserted, cardreader.CardTapped:
+				if ev.Err != nil || ev.Interface != cardreader.Contact && ev.Interface != cardreader.Contactless {
+					continue // a malformed event: the card is not known to be there
+				}
 				return c.chip(ctx, r, doc, s, ev.Interface)
 			}
 		}
 	}
 }
 
-// fallbackAllowed: a chip card may be swiped only when the configuration lets it fall back.
+// drain empties the event channel; false when it is closed.
+func drain(events <-chan cardreader.Event) bool {
+	for {
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return false
+			}
+		default:
+			return true
+		}
+	}
+}
+
+// contactlessAllowed: the contactless profile is on and the amount within its limit.
+func contactlessAllowed(doc *termconfig.Document, amount int64) bool {
+	p := doc.ContactlessProfile
+	return p.Enabled && (p.TransactionLimit == 0 || uint64(max(amount, 0)) <= p.TransactionLimit)
+}
+
+// fallbackAllowed: a chip card may be swiped only when the configuration lets it fall back
+// (paymentParameters.magstripeFallback) and no special rule denies it. A swipe does not say
+// which application the chip holds, so any rule denying the fallback counts.
 func fallbackAllowed(doc *termconfig.Document) bool {
+	if !doc.PaymentParameters.MagstripeFallback {
+		return false
+	}
 	for _, r := range doc.EMVSpecialProcessing {
 		if r.DenyFallback {
 			return false
@@ -179,22 +238,40 @@ func fallbackAllowed(doc *termconfig.Document) bool {
 // chip reads the card's EMV application to the first GENERATE AC.
 func (c *Checkout) chip(ctx context.Context, r *cardreader.Reader, doc *termconfig.Document, s Sale, iface cardreader.Interface) (*payment.Card, error) {
 	contactless := iface == cardreader.Contactless
-	if !contactless {
-		if _, err := r.PowerOn(ctx, iface); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
-		}
+	// Both interfaces need the card powered (contactless: activated) before any APDU.
+	if _, err := r.PowerOn(ctx, iface); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = r.PowerOff(dctx, iface)
+		cancel()
+	}()
 	cfg := emv.Config{Contactless: contactless}
 	for _, app := range doc.EMVApplications {
-		if contactless != app.Contactless && !(!contactless && app.Contact) {
+		if contactless && !app.Contactless || !contactless && !app.Contact {
 			continue // the application is not offered on this interface
 		}
 		if aid, err := hex.DecodeString(app.AID); err == nil && len(aid) > 0 {
 			cfg.AIDs = append(cfg.AIDs, aid)
 		}
 	}
+	if len(cfg.AIDs) == 0 {
+		// emv.Read would take any application the card offers.
+		return nil, fmt.Errorf("%w: no application configured for the %s interface", ErrCardRead, iface)
+	}
 	term := emv.Terminal{Amount: uint64(max(s.Amount, 0)), Currency: numeric(currencyOf(doc)), Country: numeric(doc.CountryCode),
 		Type: txType(s.Op), Time: c.o.Now(), TerminalType: 0x22}
+	caps := doc.TerminalCapabilities
+	hexInto(term.Capabilities[:], caps.Capabilities)
+	hexInto(term.AdditionalCapabilities[:], caps.AdditionalCapabilities)
+	var tt [1]byte
+	if hexInto(tt[:], caps.TerminalType) {
+		term.TerminalType = tt[0]
+	}
+	if contactless {
+		hexInto(term.TTQ[:], doc.ContactlessProfile.TTQ)
+	}
 	res, err := emv.Read(ctx, r.ICC(iface), cfg, term)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
@@ -208,6 +285,16 @@ func (c *Checkout) chip(ctx context.Context, r *cardreader.Reader, doc *termconf
 		card.CardSeq = fmt.Sprintf("%03s", seq)
 	}
 	return card, nil
+}
+
+// hexInto decodes s into dst when it is exactly len(dst) bytes of hex.
+func hexInto(dst []byte, s string) bool {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(dst) {
+		return false
+	}
+	copy(dst, b)
+	return true
 }
 
 // pin asks the cardholder's PIN on the pad and returns its block, encrypted under the PIK.
@@ -256,6 +343,23 @@ func outcome(t *payment.Txn, err error) string {
 		return "No answer"
 	}
 	return "Not done"
+}
+
+// balanceLine is the available balance of a balance inquiry's field 54 (account type 2,
+// amount type 2, currency 3, C or D, 12 digits) for the pad.
+func balanceLine(f54 string) (string, bool) {
+	if len(f54) < 20 || (f54[7] != 'C' && f54[7] != 'D') {
+		return "", false
+	}
+	v, err := strconv.ParseInt(f54[8:20], 10, 64)
+	if err != nil {
+		return "", false
+	}
+	sign := ""
+	if f54[7] == 'D' {
+		sign = "-"
+	}
+	return sign + amountLine(v), true
 }
 
 func messageFor(err error) string {
