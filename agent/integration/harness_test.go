@@ -60,6 +60,7 @@ func childMain(path string) int {
 	if n, _ := strconv.ParseUint(os.Getenv(envBurst), 10, 64); n > 0 {
 		opts.Services = map[string]func(context.Context, *agent.Agent) error{"burst": burst(n)}
 	}
+	addPayLoad(&opts)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := agent.Run(ctx, cfg, opts); err != nil {

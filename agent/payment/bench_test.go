@@ -2,7 +2,6 @@ package payment_test
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
@@ -17,8 +16,8 @@ import (
 // allocs/op counts theirs too.
 
 // refill is how many purchases the round-trip benchmarks let into the batch before they settle
-// it with the timer stopped: the journal counts the batch at every purchase, so the batch's
-// fill is part of the figure (see BenchmarkPurchaseRoundTripBatchFill).
+// it with the timer stopped: the engine reads the whole batch at every purchase, so the
+// batch's fill is part of the figure (see BenchmarkPurchaseRoundTripBatch250).
 const refill = 50
 
 // purchaseLoop times purchases on pan. After every timed purchases it settles the batch and
@@ -68,38 +67,74 @@ func BenchmarkPurchaseRoundTripSoftKeys(b *testing.B) {
 	purchaseLoop(b, r, debitPAN, "3112", pinBlock, refill, 0)
 }
 
-// BenchmarkPurchaseRoundTripBatchFill is the purchase with the batch holding 0–10 and 290–300
-// transactions: before each purchase the engine decodes every transaction of the store twice
-// (the owed reversals, then the batch count inside the journal's write transaction).
-func BenchmarkPurchaseRoundTripBatchFill(b *testing.B) {
-	for _, fill := range []int{0, 290} {
-		b.Run(fillName(fill), func(b *testing.B) {
-			r := newBenchRig(b, benchOptions{})
-			pinBlock := r.pin(debitPAN)
-			for range fill {
-				r.purchase(debitPAN, "3112", 100, pinBlock)
-			}
-			purchaseLoop(b, r, debitPAN, "3112", pinBlock, 10, fill)
-		})
+// BenchmarkPurchaseRoundTripBatch250 is the purchase with 250–300 transactions in the batch
+// (BenchmarkPurchaseRoundTrip: 0–50): before each purchase the engine decodes every
+// transaction of the store twice (the owed reversals, then the batch count inside the
+// journal's write transaction).
+func BenchmarkPurchaseRoundTripBatch250(b *testing.B) {
+	const fill = 250
+	r := newBenchRig(b, benchOptions{})
+	pinBlock := r.pin(debitPAN)
+	for range fill {
+		r.purchase(debitPAN, "3112", 100, pinBlock)
 	}
+	purchaseLoop(b, r, debitPAN, "3112", pinBlock, refill, fill)
 }
 
-func fillName(n int) string {
-	if n == 0 {
-		return "empty"
+// BenchmarkPurchaseRatios interleaves, on two rigs, a purchase with the PIN pad backend, a
+// purchase with the software backend and the bare exchange of a purchase frame packed before
+// the timer, so that the three see the same machine load; it reports each one's time and their
+// ratios (ns/op is their sum). The bare frames carry their own batch number, which the engine
+// never settles.
+func BenchmarkPurchaseRatios(b *testing.B) {
+	pad := newBenchRig(b, benchOptions{})
+	soft := newBenchRig(b, benchOptions{soft: true})
+	padPIN, softPIN := pad.pin(debitPAN), soft.pin(debitPAN)
+	frames := make([][]byte, b.N)
+	for i := range frames {
+		frames[i] = pad.purchaseFrame(100000+i, 999, debitPAN, "3112", 100, padPIN)
 	}
-	return "fill=" + strconv.Itoa(n)
+	c := pad.client()
+	ctx := context.Background()
+	var tPad, tSoft, tBare time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		if i > 0 && i%refill == 0 {
+			b.StopTimer()
+			pad.settle()
+			soft.settle()
+			b.StartTimer()
+		}
+		t0 := time.Now()
+		pad.purchase(debitPAN, "3112", 100, padPIN)
+		t1 := time.Now()
+		soft.purchase(debitPAN, "3112", 100, softPIN)
+		t2 := time.Now()
+		if _, err := c.Exchange(ctx, frames[i]); err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		tPad, tSoft, tBare = tPad+t1.Sub(t0), tSoft+t2.Sub(t1), tBare+t3.Sub(t2)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(tPad.Nanoseconds())/n, "pad-ns/purchase")
+	b.ReportMetric(float64(tSoft.Nanoseconds())/n, "soft-ns/purchase")
+	b.ReportMetric(float64(tBare.Nanoseconds())/n, "bare-ns/exchange")
+	b.ReportMetric(float64(tPad)/float64(tBare), "pad/bare")
+	b.ReportMetric(float64(tSoft)/float64(tBare), "soft/bare")
+	b.ReportMetric(float64(tPad)/float64(tSoft), "pad/soft")
 }
 
 // BenchmarkExchangeBare is the exchange alone: the client's Exchange of a purchase frame packed
 // (with its PIN block and MAC) before the timer, on a fresh TCP connection to the same host.
 // Each frame has its own trace number, so the host approves every one as it does the engine's.
+// The ratios to the purchase come from BenchmarkPurchaseRatios (same load for both).
 func BenchmarkExchangeBare(b *testing.B) {
 	r := newBenchRig(b, benchOptions{})
 	pinBlock := r.pin(debitPAN)
 	frames := make([][]byte, b.N)
 	for i := range frames {
-		frames[i] = r.purchaseFrame(100000+i, debitPAN, "3112", 100, pinBlock)
+		frames[i] = r.purchaseFrame(100000+i, 999, debitPAN, "3112", 100, pinBlock)
 	}
 	c := r.client()
 	ctx := context.Background()

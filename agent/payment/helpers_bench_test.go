@@ -326,11 +326,10 @@ func (r *benchRig) settle() payment.SettlementTotals {
 }
 
 // purchaseFrame is a 0200 purchase as the engine packs it (same fields, PIN block, MAC by the
-// key store), with its own trace number.
-func (r *benchRig) purchaseFrame(stan int, pan, exp string, amount int64, pinBlock []byte) []byte {
+// key store), with its own trace and batch numbers.
+func (r *benchRig) purchaseFrame(stan, batch int, pan, exp string, amount int64, pinBlock []byte) []byte {
 	r.tb.Helper()
 	ctx := context.Background()
-	batch := r.eng.Status().Batch
 	c := card(pan, exp)
 	m := &iso8583.Msg{MTI: "0200", PAN: pan, ProcCode: "000000", Amount: amount, HasAmount: true, STAN: stan,
 		Expiry: exp, EntryMode: c.Entry + "1", CondCode: "00", Track2: c.Track2, TID: tid, MID: mid, Currency: "156",

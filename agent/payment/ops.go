@@ -481,7 +481,9 @@ func (e *Engine) SignIn(ctx context.Context, operator string) error {
 	offset := e.clockOffset(ans.LocalDate, ans.LocalTime)
 	err = e.commitMeta(ctx, func(m *meta) error {
 		m.State, m.SignedInAt = Normal, e.o.Now().Unix()
-		if hostBatch > 0 && hostBatch != m.Batch {
+		// The host's batch number wins — but not while a settlement of ours is unfinished:
+		// the host may already have closed that batch, and the settlement must finish first.
+		if hostBatch > 0 && hostBatch != m.Batch && m.Settle == nil {
 			e.log.Info("batch number from the host", "was", m.Batch, "now", hostBatch)
 			m.Batch = hostBatch
 		}

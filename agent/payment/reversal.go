@@ -63,9 +63,9 @@ func (e *Engine) reverse(ctx context.Context, doc *termconfig.Document, t *Txn, 
 		Expiry: t.Expiry, EntryMode: t.Entry + "2", CardSeq: t.CardSeq, CondCode: spec.cond, AuthCode: t.AuthCode,
 		RespCode: reversalReason(t.DoubtReason), TID: tid, MID: mid, Currency: t.Currency, ICC: t.ICC,
 		F60: iso8583.F60{Type: spec.f60, Batch: fmt.Sprintf("%06d", t.Batch), NetCode: "000"}}
-	if t.Orig != nil {
-		req.F61 = iso8583.F61{Batch: fmt.Sprintf("%06d", t.Orig.Batch), Trace: fmt.Sprintf("%06d", t.Orig.STAN), Date: t.Orig.Date}
-	}
+	// No field 61: the reversal names the transaction it undoes by its own trace number and
+	// batch (fields 11 and 60.2). A void's field 61 points at the purchase, and a host that
+	// looked there would undo the purchase instead of the void.
 	ans, xerr := e.exchange(ctx, doc, req, true)
 	switch {
 	case xerr == nil && (ans.RespCode == "00" || ans.RespCode == "25" || ans.RespCode == "12"):

@@ -220,7 +220,11 @@ func (e *Engine) closeBatch(ctx context.Context, doc *termconfig.Document, p *se
 	var cleared int
 	err := e.commitMeta(ctx, func(m *meta) error {
 		m.Settle = nil
-		m.Batch = m.Batch%999999 + 1
+		// Only the settled batch moves on: a sign-in after a cut may already have taken the
+		// host's next batch number.
+		if m.Batch == p.Batch {
+			m.Batch = m.Batch%999999 + 1
+		}
 		return nil
 	}, func(tx *bolt.Tx, m *meta) error {
 		var err error
