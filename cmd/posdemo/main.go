@@ -1,28 +1,28 @@
 // Command posdemo runs the whole system on one machine: an embedded MQTT broker standing in
-// for the TMS broker, and the real posagent binary on the simulated board. Demo keys and
-// passwords are made on the first run and kept in the demo folder, so later runs keep the
-// agent's identity, outbox and configuration.
+// for the TMS broker, the acquirer host simulator, and the real posagent binary on the
+// simulated board with its PIN pad, card reader and printer emulated. Once the agent is online
+// posdemo provisions it as the TMS would (master key, licence, terminal configuration) and the
+// agent signs in to the host by itself. Demo keys and passwords are made on the first run and
+// kept in the demo folder, so later runs keep the agent's identity, keys, outbox, configuration
+// and the host's ledger.
 package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/board/sim/cardemu"
 	"github.com/posagent/posagent/board/sim/pinpademu"
 	"github.com/posagent/posagent/board/sim/printeremu"
@@ -42,19 +42,54 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:1883", "broker listen address (a free port is taken if it is busy)")
 	agentBin := flag.String("agent", "", "posagent binary (default: next to this program)")
 	flag.Parse()
-	if err := run(*dir, *addr, *agentBin); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	err := run(ctx, options{Dir: *dir, Addr: *addr, AgentBin: *agentBin, Out: os.Stdout, AgentOut: os.Stdout, Log: os.Stderr})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "posdemo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, addr, agentBin string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	dir, err := filepath.Abs(dir)
+// options are what a run of the demo needs; main fills them from the flags, tests by hand.
+type options struct {
+	Dir      string    // the demo folder
+	Addr     string    // broker address to try first ("127.0.0.1:0": any free port)
+	AgentBin string    // posagent binary; empty: next to this program
+	Out      io.Writer // posdemo's own lines
+	AgentOut io.Writer // the agent's standard output and error
+	Log      io.Writer // warnings of the broker, the host and the TMS client
+	// Ready, when set, is called once the agent is provisioned and signed in.
+	Ready func(demoInfo)
+}
+
+// demoInfo is where a running demo can be reached.
+type demoInfo struct {
+	Dir         string
+	BrokerURL   string
+	TMSPassword string
+	Key         tmsclient.SignKey // the TMS command key the agent trusts
+	HostAddr    string            // hostsim ISO 8583
+	HostHTTP    string            // hostsim QR and control API
+}
+
+// run is the whole demo: it returns nil when ctx ends, an error when something cannot start
+// or the agent exits by itself.
+func run(ctx context.Context, o options) error {
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.AgentOut == nil {
+		o.AgentOut = io.Discard
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
 		return err
 	}
+	agentBin := o.AgentBin
 	if agentBin == "" {
 		self, err := os.Executable()
 		if err != nil {
@@ -62,35 +97,24 @@ func run(dir, addr, agentBin string) error {
 		}
 		agentBin = filepath.Join(filepath.Dir(self), "posagent")
 	}
-	devicePW, err := secret(filepath.Join(dir, "device.password"))
+	sec, err := loadSecrets(dir)
 	if err != nil {
 		return err
 	}
-	tmsPW, err := secret(filepath.Join(dir, "tms.password"))
-	if err != nil {
-		return err
-	}
-	keyPath := filepath.Join(dir, "keys", keyID+".key")
-	var key tmsclient.SignKey
-	if _, err = os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(keyPath), 0o700); err == nil {
-			key, err = tmsclient.GenerateKey(filepath.Dir(keyPath), keyID)
-		}
-	} else if err == nil {
-		key, err = tmsclient.LoadSignKey(keyPath)
-	}
-	if err != nil {
-		return fmt.Errorf("demo command key: %w", err)
-	}
+	defer sec.wipe()
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	addr := o.Addr
 	if ln, err := net.Listen("tcp", addr); err == nil {
 		ln.Close()
 	} else {
 		addr = "127.0.0.1:0"
 	}
-	b, err := broker.Start(ctx, broker.Options{
-		Addr: addr, Users: map[string]string{deviceID: devicePW, tmsUser: tmsPW},
+	// The broker outlives ctx: it stops last, once the agent and the TMS client are gone.
+	bctx, stopBroker := context.WithCancel(context.Background())
+	defer stopBroker()
+	b, err := broker.Start(bctx, broker.Options{
+		Addr: addr, Users: map[string]string{deviceID: sec.devicePW, tmsUser: sec.tmsPW},
 		TMSUsers: []string{tmsUser}, DataDir: filepath.Join(dir, "broker"), Logger: log,
 	})
 	if err != nil {
@@ -99,6 +123,12 @@ func run(dir, addr, agentBin string) error {
 	defer b.Close()
 	brokerURL := "tcp://" + b.Addr()
 
+	host, err := startHost(dir, sec.kek, log)
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+
 	devices, closeDevices, err := startEmulators(dir, log)
 	if err != nil {
 		return err
@@ -106,56 +136,78 @@ func run(dir, addr, agentBin string) error {
 	defer closeDevices()
 
 	cfgPath := filepath.Join(dir, "posagent.toml")
-	if err := writeAgentConfig(cfgPath, dir, brokerURL, key, devices); err != nil {
-		return err
-	}
-	examplePath := filepath.Join(dir, "config-v2.json")
-	if err := writeExampleConfig(examplePath); err != nil {
+	if err := writeAgentConfig(cfgPath, dir, brokerURL, sec, devices); err != nil {
 		return err
 	}
 
+	// The TMS side connects and watches the agent's presence before the agent starts, so the
+	// agent's coming online is seen and an old retained record is not taken for it.
+	tms, err := tmsclient.Connect(ctx, tmsclient.Options{Broker: brokerURL, Username: tmsUser, Password: sec.tmsPW, Logger: log})
+	if err != nil {
+		return fmt.Errorf("TMS client: %w", err)
+	}
+	defer tms.Close()
+	prov, err := newProvisioner(ctx, tms, dir, sec, host, o.Out)
+	if err != nil {
+		return err
+	}
+	defer prov.stop()
+
 	agent := exec.Command(agentBin, "run", "--config", cfgPath)
-	agent.Stdout, agent.Stderr = os.Stdout, os.Stderr
+	agent.Stdout, agent.Stderr = o.AgentOut, o.AgentOut
 	if err := agent.Start(); err != nil {
 		return fmt.Errorf("start %s: %w (run `make build` first)", agentBin, err)
 	}
-	printNext(dir, brokerURL, tmsPW, examplePath)
+	fmt.Fprintf(o.Out, "\nposdemo: broker on %s, agent %s on the simulated board (PIN pad, card reader and\n"+
+		"receipt printer emulated on pseudo-terminals), acquirer host simulator on %s.\n\n", brokerURL, deviceID, host.Addr())
+
+	info := demoInfo{Dir: dir, BrokerURL: brokerURL, TMSPassword: sec.tmsPW, Key: sec.cmdKey,
+		HostAddr: host.Addr(), HostHTTP: host.HTTPAddr()}
+	pctx, cancelProv := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		signedIn, err := prov.run(pctx)
+		if pctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			fmt.Fprintf(o.Out, "posdemo: provisioning: %v\n", err)
+		}
+		printNext(o.Out, info)
+		if signedIn && o.Ready != nil {
+			o.Ready(info)
+		}
+	})
+	defer func() {
+		cancelProv()
+		wg.Wait()
+	}()
 
 	exited := make(chan error, 1)
 	go func() { exited <- agent.Wait() }()
 	select {
 	case <-ctx.Done():
+		cancelProv()
+		wg.Wait()
 		_ = agent.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(15 * time.Second):
 			_ = agent.Process.Kill()
+			<-exited
 		}
 		return nil
 	case err := <-exited:
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
 		return fmt.Errorf("the agent exited: %v", err)
 	}
 }
 
-// secret reads a demo password, making a random one on the first run.
-func secret(path string) (string, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	buf := make([]byte, 16)
-	if _, err := rand.Read(buf); err != nil {
-		return "", err
-	}
-	s := hex.EncodeToString(buf)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", err
-	}
-	return s, os.WriteFile(path, []byte(s+"\n"), 0o600)
-}
-
 // writeAgentConfig writes the agent's configuration. The broker URL may change between runs
 // (a busy port), so the file is rewritten every time.
-func writeAgentConfig(path, dir, brokerURL string, key tmsclient.SignKey, devices string) error {
+func writeAgentConfig(path, dir, brokerURL string, sec *secrets, devices string) error {
 	cfg := fmt.Sprintf(`# Written by posdemo on every start; see docs/configuration.md.
 device_id = %q
 data_dir = %q
@@ -174,23 +226,30 @@ backoff_cap = "10s"
 id = %q
 public_key = %q
 
+# The demo's release key: posdemo issues the terminal's licence with it.
+[[license.release_keys]]
+id = %q
+public_key = %q
+
 [log]
 level = "info"
 %s`, deviceID, filepath.Join(dir, "data"), brokerURL, filepath.Join(dir, "device.password"),
-		key.ID, tmsclient.PublicKeyBase64(key.Public()), devices)
+		sec.cmdKey.ID, tmsclient.PublicKeyBase64(sec.cmdKey.Public()),
+		sec.releaseKey.ID, tmsclient.PublicKeyBase64(sec.releaseKey.Public()), devices)
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
 // startEmulators attaches the PIN pad, card reader and printer emulators on pseudo-terminals under
 // dir/dev and returns the [[devices]] entries that point the agent at them. The pad keeps its
-// keys in dir so a demo terminal keeps them across runs; it types 1234 when asked for a PIN.
+// keys in dir so a demo terminal keeps them across runs; it has the factory transport key
+// (pinpademu.DefaultTransportKey) and types 123456, the PIN of the host's demo cards, when asked.
 func startEmulators(dir string, log *slog.Logger) (devices string, closeAll func(), err error) {
 	devDir := filepath.Join(dir, "dev")
 	if err := os.MkdirAll(devDir, 0o700); err != nil {
 		return "", nil, err
 	}
 	pad, err := pinpademu.New(pinpademu.Options{Dir: devDir, KeyFile: filepath.Join(dir, "pinpad-keys"),
-		DefaultPIN: "1234", Logger: log})
+		DefaultPIN: "123456", Logger: log})
 	if err != nil {
 		return "", nil, fmt.Errorf("PIN pad emulator: %w", err)
 	}
@@ -239,35 +298,40 @@ baud = 115200
 	return devices, func() { printer.Close(); reader.Close(); pad.Close() }, nil
 }
 
-// writeExampleConfig writes a terminal configuration document (the factory one, as version 2)
-// to try config.apply with.
-func writeExampleConfig(path string) error {
-	doc := termconfig.Default()
-	doc.Version = 2
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-func printNext(dir, brokerURL, tmsPW, examplePath string) {
-	conn := fmt.Sprintf("--broker %s --username %s --password %s", brokerURL, tmsUser, tmsPW)
-	key := filepath.Join(dir, "keys", keyID+".key")
-	fmt.Printf(`
-posdemo: broker on %s, agent %s on the simulated board
-(PIN pad, card reader and receipt printer emulated on pseudo-terminals).
+// printNext prints what to try in another terminal.
+func printNext(w io.Writer, d demoInfo) {
+	conn := fmt.Sprintf("--broker %s --username %s --password %s", d.BrokerURL, tmsUser, d.TMSPassword)
+	send := fmt.Sprintf("--device %s --sign-key %s", deviceID, filepath.Join(d.Dir, "keys", keyID+".key"))
+	fmt.Fprintf(w, `
+Acquirer host simulator: ISO 8583 on %s (terminal %s, merchant %s),
+  ledger  curl http://%s/ledger/%s      (also /terminals/%s, /seen, /faults)
+  QR API  curl -d '{"amount": 1000, "tid": "%s"}' http://%s/qr/orders
+  state   %s
 
 Try, in another terminal:
   bin/tmsctl watch %s --device %s
-  bin/tmsctl send  %s --device %s --sign-key %s stats.now
-  bin/tmsctl send  %s --device %s --sign-key %s --body %s config.apply
-  bin/tmsctl send  %s --device %s --sign-key %s selftest
-  bin/tmsctl send  %s --device %s --sign-key %s print.test   (the page lands in %s)
-  bin/tmsctl send  %s --device %s --sign-key %s reboot
+  bin/tmsctl send  %s %s stats.now
+  bin/tmsctl keys status %s %s
+  bin/tmsctl license show --pub %s %s
+  bin/tmsctl send  %s %s --body %s config.apply
+      (the terminal configuration posdemo applied: succeeds unchanged; raise "version" to change it)
+  bin/tmsctl send  %s %s selftest
+  bin/tmsctl send  %s %s print.test   (the page lands in %s)
+  bin/tmsctl send  %s %s reboot
 
 Ctrl-C stops the demo; its state stays in %s.
 
-`, brokerURL, deviceID, conn, deviceID, conn, deviceID, key, conn, deviceID, key, examplePath,
-		conn, deviceID, key, conn, deviceID, key, filepath.Join(dir, "receipts"), conn, deviceID, key, dir)
+`, d.HostAddr, demoTID, demoMID,
+		d.HostHTTP, demoTID, demoTID,
+		demoTID, d.HostHTTP,
+		filepath.Join(d.Dir, hostSnapshotFile),
+		conn, deviceID,
+		conn, send,
+		conn, send,
+		filepath.Join(d.Dir, "keys", releaseKeyID+tmsclient.PublicKeySuffix), filepath.Join(d.Dir, licenceFile),
+		conn, send, filepath.Join(d.Dir, termConfigFile),
+		conn, send,
+		conn, send, filepath.Join(d.Dir, "receipts"),
+		conn, send,
+		d.Dir)
 }
