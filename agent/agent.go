@@ -23,6 +23,7 @@ import (
 	"github.com/posagent/posagent/agent/config"
 	"github.com/posagent/posagent/agent/hardware"
 	"github.com/posagent/posagent/agent/license"
+	"github.com/posagent/posagent/agent/operator"
 	"github.com/posagent/posagent/agent/outbox"
 	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/store"
@@ -67,6 +68,8 @@ type Agent struct {
 	hw       *hardware.Manager
 	keys     *keystore.Store
 	lic      *license.Store
+	ops      *operator.Store
+	approved approvals
 	pay      *payment.Engine
 	checkout *checkout.Checkout
 	sup      *supervisor.Supervisor
@@ -147,6 +150,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	})
 	if err := a.openKeystore(ctx); err != nil {
 		return err
+	}
+	if err := a.openOperators(); err != nil {
+		return fmt.Errorf("operators: %w", err)
 	}
 	if err := a.openPayments(ctx); err != nil {
 		return err

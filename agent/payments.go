@@ -50,6 +50,9 @@ func (a *Agent) Payments() *payment.Engine { return a.pay }
 // Pay runs a card operation at the terminal and delivers its slips: printed, sent as an
 // electronic receipt (up/receipt), as the print profile says.
 func (a *Agent) Pay(ctx context.Context, s checkout.Sale) (*payment.Txn, error) {
+	if err := a.operatorRules(&s); err != nil {
+		return nil, err
+	}
 	t, err := a.checkout.Run(ctx, s)
 	if t != nil && (err == nil || errors.Is(err, payment.ErrDeclined)) {
 		a.deliverSlips(ctx, t, err != nil)
@@ -195,3 +198,6 @@ func (a *Agent) runPayments(ctx context.Context) error {
 		retry.Reset(time.Minute)
 	}
 }
+
+// Config is the terminal configuration in effect (shared: do not modify).
+func (a *Agent) Config() *termconfig.Document { return a.term.Active() }

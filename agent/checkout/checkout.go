@@ -76,6 +76,9 @@ type Sale struct {
 	Orig     *payment.OrigRef
 	Operator string
 	ECR      string
+	// Approval is the id of a supervisor's approval when the operation needs one (the agent
+	// checks it before the checkout runs).
+	Approval string
 	// NoCard runs an operation on an original without presenting the card (a void when the
 	// configuration does not require a swipe).
 	NoCard bool

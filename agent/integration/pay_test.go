@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/posagent/posagent/agent"
 	"github.com/posagent/posagent/agent/checkout"
 	"github.com/posagent/posagent/agent/license"
+	"github.com/posagent/posagent/agent/operator"
 	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
@@ -180,10 +182,26 @@ func TestPaymentsAtTheTerminal(t *testing.T) {
 		}
 	}
 
-	// Void it at the terminal without the card; then settle: nothing owed, balanced.
-	if _, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpVoid, OrigID: txn.ID, NoCard: true}); err != nil {
+	// Void it at the terminal without the card — a supervisor approves voids (seed 004
+	// §6.2): first the factory password is changed, then the approval is given.
+	if _, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpVoid, OrigID: txn.ID, NoCard: true}); !errors.Is(err, agent.ErrApprovalRequired) {
+		t.Fatalf("void without approval: %v", err)
+	}
+	sess, err := r.a.Operators().SignOn(ctx, "00", "123456")
+	if !errors.Is(err, operator.ErrMustChange) {
+		t.Fatalf("supervisor's first sign-on: %v", err)
+	}
+	if err := r.a.Operators().SetPassword(ctx, sess, "00", "123456", "739155"); err != nil {
+		t.Fatal(err)
+	}
+	approval, err := r.a.Authorise(ctx, payment.OpVoid, "00", "739155")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpVoid, OrigID: txn.ID, NoCard: true, Approval: approval}); err != nil {
 		t.Fatalf("void: %v", err)
 	}
+	// Then settle: nothing owed, balanced.
 	if err := r.reader.Insert("visa"); err != nil {
 		t.Fatal(err)
 	}
@@ -217,5 +235,70 @@ func TestPaymentsAtTheTerminal(t *testing.T) {
 	}
 	if err := looseUnmarshal(all[len(all)-1].Body, &s); err != nil || s.Payment.Batch != 2 || s.Payment.State != payment.Normal {
 		t.Errorf("stats payment %+v (%v)", s.Payment, err)
+	}
+}
+
+// With operator login on, only a signed-on operator transacts: not nobody, not the
+// supervisor; the operator's code goes with the transaction.
+func TestOperatorLoginRules(t *testing.T) {
+	r := newPayRig(t, "IT-PAY-2")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ops := r.a.Operators()
+	sup, err := ops.SignOn(ctx, "00", "123456")
+	if !errors.Is(err, operator.ErrMustChange) {
+		t.Fatal(err)
+	}
+	if err := ops.SetPassword(ctx, sup, "00", "123456", "739155"); err != nil {
+		t.Fatal(err)
+	}
+	if sup, err = ops.SignOn(ctx, "00", "739155"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.Add(ctx, sup, operator.Operator{Code: "01", Role: operator.RoleOperator, Name: "Айгерим"}, "582914"); err != nil {
+		t.Fatal(err)
+	}
+
+	doc := *r.a.Config()
+	doc.Version++
+	doc.CashierProfile.OperatorLogin = true
+	body, err := termconfig.Encode(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack := r.e.send(t, "config.apply", cborRaw(body)); ack.State != tmsproto.StateSucceeded {
+		t.Fatalf("config.apply: %+v", ack)
+	}
+	// The supervisor is signed on: supervisors do not transact.
+	if _, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpPurchase, Amount: 100}); !errors.Is(err, agent.ErrOperatorRequired) {
+		t.Fatalf("purchase by the supervisor: %v", err)
+	}
+	if err := ops.SignOff(ctx, sup); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpPurchase, Amount: 100}); !errors.Is(err, agent.ErrOperatorRequired) {
+		t.Fatalf("purchase with nobody signed on: %v", err)
+	}
+	// The new operator must change the password set for them first.
+	cs, err := ops.SignOn(ctx, "01", "582914")
+	if !errors.Is(err, operator.ErrMustChange) {
+		t.Fatal(err)
+	}
+	if err := ops.SetPassword(ctx, cs, "01", "582914", "604317"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.SignOn(ctx, "01", "604317"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.reader.Insert("unionpay-credit"); err != nil {
+		t.Fatal(err)
+	}
+	txn, err := r.a.Pay(ctx, checkout.Sale{Op: payment.OpPurchase, Amount: 700})
+	r.reader.Remove()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if txn.Operator != "01" {
+		t.Errorf("operator on the transaction %q", txn.Operator)
 	}
 }

@@ -19,6 +19,9 @@ type Committer struct {
 	reqs chan *commitReq
 	once sync.Once
 	done chan struct{}
+	// exited is closed when the loop has returned: a request queued after its last drain is
+	// never run, and its caller must hear so.
+	exited chan struct{}
 }
 
 type commitReq struct {
@@ -32,7 +35,7 @@ const maxGroup = 512
 
 // NewCommitter starts the commit loop; Close stops it.
 func NewCommitter(db *DB) *Committer {
-	c := &Committer{db: db, reqs: make(chan *commitReq, maxGroup), done: make(chan struct{})}
+	c := &Committer{db: db, reqs: make(chan *commitReq, maxGroup), done: make(chan struct{}), exited: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -52,7 +55,19 @@ func (c *Committer) Do(ctx context.Context, fn func(*Tx) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-r.err
+	select {
+	case err := <-r.err:
+		return err
+	case <-c.exited:
+		// The loop is gone: either it answered this request on its way out, or the request
+		// arrived after its last look at the queue and will never run.
+		select {
+		case err := <-r.err:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 // Close stops the loop after the queued writes are committed.
@@ -61,6 +76,7 @@ func (c *Committer) Close() {
 }
 
 func (c *Committer) loop() {
+	defer close(c.exited)
 	group := make([]*commitReq, 0, maxGroup)
 	for {
 		group = group[:0]
