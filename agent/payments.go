@@ -109,6 +109,25 @@ func (a *Agent) deliverSlips(ctx context.Context, t *payment.Txn, declined bool)
 	}
 }
 
+// Reprint prints a transaction of the batch again, marked as a reprint (the customer's
+// copy unless told otherwise).
+func (a *Agent) Reprint(ctx context.Context, id string, copy receipt.Copy) error {
+	t, err := a.pay.Txn(id)
+	if err != nil {
+		return err
+	}
+	sp := a.hw.Spooler()
+	if sp == nil {
+		return errors.New("no receipt printer on this terminal")
+	}
+	o := receipt.Options{Reprint: true, PINVerified: t.CVM == "pin"}
+	if model, ok := a.hw.PrinterModel(); ok {
+		o.Model = model
+	}
+	_, err = sp.Submit(fmt.Sprintf("reprint %s %s", t.ID, copy), receipt.SalesSlip(t, merchant(a.term.Active()), copy, o))
+	return err
+}
+
 // Settle closes the batch and prints the totals slip.
 func (a *Agent) Settle(ctx context.Context, operator string) (payment.SettlementTotals, error) {
 	st, err := a.pay.Settle(ctx, operator)

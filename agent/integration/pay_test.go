@@ -18,6 +18,7 @@ import (
 	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/operator"
 	"github.com/posagent/posagent/agent/payment"
+	"github.com/posagent/posagent/agent/receipt"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/board/sim/cardemu"
@@ -174,6 +175,14 @@ func TestPaymentsAtTheTerminal(t *testing.T) {
 		t.Errorf("customer slip:\n%s", slip)
 	}
 	waitFor(t, 20*time.Second, "electronic receipt", func() bool { return len(r.e.stream(tmsproto.StreamReceipt)) > 0 })
+	// A copy printed again later says so.
+	if err := r.a.Reprint(ctx, txn.ID, receipt.CopyCustomer); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "reprint", func() bool {
+		rs := r.printer.Receipts()
+		return len(rs) > 1 && strings.Contains(rs[len(rs)-1].Text, "ДУБЛИКАТ")
+	})
 	// Every host exchange is in the POS log, masked.
 	waitFor(t, 20*time.Second, "POS log", func() bool { return len(r.e.stream(tmsproto.StreamLogPOS)) >= 4 })
 	for _, env := range r.e.stream(tmsproto.StreamLogPOS) {

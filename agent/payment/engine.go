@@ -2,6 +2,8 @@ package payment
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -269,7 +271,19 @@ func (e *Engine) host(doc *termconfig.Document) (Host, iso8583.Header, error) {
 	}
 	timeout := time.Duration(doc.HostParameters.ResponseTimeoutSec) * time.Second
 	connect := time.Duration(h.ConnectTimeoutSec) * time.Second
-	return iso8583.NewClient(iso8583.ClientOptions{Addrs: h.Addresses, ConnectTimeout: connect, Timeout: timeout, Logger: e.o.Logger}), hdr, nil
+	var tlsConf *tls.Config
+	if h.TLS {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: h.ServerName}
+		if h.CACertificate != "" {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM([]byte(h.CACertificate)) {
+				return nil, iso8583.Header{}, fmt.Errorf("payment: authHost.caCertificate holds no PEM certificate")
+			}
+			tlsConf.RootCAs = pool
+		}
+	}
+	return iso8583.NewClient(iso8583.ClientOptions{Addrs: h.Addresses, ConnectTimeout: connect, Timeout: timeout,
+		TLS: tlsConf, Logger: e.o.Logger}), hdr, nil
 }
 
 // mac is the MAC function of requests and answers: the UnionPay "ECB" MAC with the MAK.

@@ -55,7 +55,7 @@ type rig struct {
 	events []string
 }
 
-func newRig(t *testing.T, change func(*termconfig.Document)) *rig {
+func newRig(t *testing.T, change func(*termconfig.Document), hostOpts ...func(*hostsim.Config)) *rig {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -93,9 +93,13 @@ func newRig(t *testing.T, change func(*termconfig.Document)) *rig {
 		t.Fatal(err)
 	}
 
-	r.host, err = hostsim.New(hostsim.Config{Listen: "127.0.0.1:0",
+	hcfg := hostsim.Config{Listen: "127.0.0.1:0",
 		Terminals: []hostsim.Terminal{{TID: tid, MID: mid, KEK: hex.EncodeToString(kek), KeyLayout: "double+tdk"}},
-		Accounts:  hostsim.DefaultAccounts()})
+		Accounts:  hostsim.DefaultAccounts()}
+	for _, o := range hostOpts {
+		o(&hcfg)
+	}
+	r.host, err = hostsim.New(hcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

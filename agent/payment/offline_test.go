@@ -3,11 +3,13 @@ package payment_test
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/internal/hostsim"
+	"github.com/posagent/posagent/internal/testpki"
 )
 
 // Offline settlements and tips are kept at the terminal and reach the host before the next
@@ -120,5 +122,38 @@ func TestTestMode(t *testing.T) {
 	entries := r.host.Entries(tid)
 	if last := entries[len(entries)-1]; !last.Test {
 		t.Errorf("host entry not a test: %+v", last)
+	}
+}
+
+// The host link can be TLS, trusting the CA the configuration gives; a host whose
+// certificate the terminal does not trust gets nothing (the host is unreachable, nothing to
+// reverse).
+func TestHostOverTLS(t *testing.T) {
+	ca := testpki.NewCA(t)
+	cert, key := testpki.WriteFiles(t, "host", ca.Server(t, "localhost"))
+	caPEM, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, func(d *termconfig.Document) {
+		d.AuthHost.TLS, d.AuthHost.ServerName, d.AuthHost.CACertificate = true, "localhost", string(caPEM)
+	}, func(c *hostsim.Config) { c.TLSCert, c.TLSKey = cert, key })
+	r.signIn()
+	if _, err := r.purchase(debitPAN, "3112", 4200); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.host.Charged(tid); got != 4200 {
+		t.Errorf("host charged %d", got)
+	}
+	other := testpki.NewCA(t)
+	otherPEM, _ := os.ReadFile(other.File)
+	doc := *r.doc.Load()
+	doc.AuthHost.CACertificate = string(otherPEM)
+	r.doc.Store(&doc)
+	if _, err := r.purchase(debitPAN, "3112", 100); !errors.Is(err, payment.ErrHostDown) {
+		t.Errorf("purchase against an untrusted host: %v", err)
+	}
+	if s := r.eng.Status(); s.Reversals != 0 {
+		t.Errorf("a reversal owed for a request never sent: %+v", s)
 	}
 }
