@@ -2,15 +2,12 @@ package checkout_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,10 +16,8 @@ import (
 	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/receipt"
 	"github.com/posagent/posagent/agent/spool"
-	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/board/sim/cardemu"
-	"github.com/posagent/posagent/board/sim/pinpademu"
 	"github.com/posagent/posagent/board/sim/printeremu"
 	"github.com/posagent/posagent/board/sim/pty"
 	"github.com/posagent/posagent/drivers/cardreader"
@@ -32,9 +27,7 @@ import (
 	"github.com/posagent/posagent/drivers/serial"
 	"github.com/posagent/posagent/drivers/serial/serialtest"
 	"github.com/posagent/posagent/internal/hostsim"
-	"github.com/posagent/posagent/keystore"
-	"github.com/posagent/posagent/keystore/padkeys"
-	"github.com/posagent/posagent/keystore/tr31"
+	"github.com/posagent/posagent/internal/paytest"
 )
 
 // Card operations end to end: the card reader, PIN pad and printer emulators on real
@@ -43,19 +36,19 @@ import (
 // card when the pad asks for it, and types the PIN the pad emulator's script gives.
 
 const (
-	tid = "TID00001"
-	mid = "MID000000000001"
+	tid = paytest.TID
+	mid = paytest.MID
 	// PANs of the test cards (board/sim/cardemu/testdata/cards.json, hostsim.DefaultAccounts).
-	debitPAN   = "6228480000000012344"
-	creditPAN  = "6250947000000014"
-	visaPAN    = "4761739001010010"
+	debitPAN   = paytest.DebitPAN
+	creditPAN  = paytest.CreditPAN
+	visaPAN    = paytest.VisaPAN
 	stripePAN  = "6222021000000005"
 	expiredPAN = "6228480000000056788"
 	// cvmLimit is the contactless CVM limit of the rig's configuration: 300.00.
 	cvmLimit = 30000
 )
 
-func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+var quiet = paytest.Quiet
 
 // wait is the bound of every wait on a condition: generous, since nothing waits it out
 // unless something is broken.
@@ -143,18 +136,14 @@ var readerOptions = cardreader.Options{
 	FrameTimeout:    50 * time.Millisecond,
 }
 
+// rig is the paytest rig (host, PIN pad, keys, engine) with the card reader, a tap on the
+// host, the checkout and, withPrinter, the receipt printer.
 type rig struct {
-	t      testing.TB
-	host   *hostsim.Server
+	*paytest.Rig
 	tap    *hostTap
 	line   *pty.Line // the card reader's
 	cards  *cardemu.Emulator
 	reader *cardreader.Reader
-	pad    *pinpademu.Emulator
-	padc   *pinpad.Client
-	keys   *keystore.Store
-	doc    atomic.Pointer[termconfig.Document]
-	eng    *payment.Engine
 	co     *checkout.Checkout
 
 	printer *printeremu.Emulator
@@ -167,11 +156,10 @@ type options func(*checkout.Options)
 func newRig(t testing.TB, change func(*termconfig.Document), opts ...options) *rig {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	r := &rig{t: t}
+	r := &rig{}
 
 	// The card reader, on a reconnecting port as the agent's hardware layer opens it.
-	line, err := pty.Open(dir, "cardreader")
+	line, err := pty.Open(t.TempDir(), "cardreader")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,98 +177,28 @@ func newRig(t testing.TB, change func(*termconfig.Document), opts ...options) *r
 	r.reader = cardreader.New(port, ro)
 	t.Cleanup(func() { _ = r.reader.Close() })
 
-	// The PIN pad, its key store and a KEK loaded as the TMS loads it (TR-31 under the
-	// pad's transport key).
-	r.pad, err = pinpademu.New(pinpademu.Options{Dir: dir, DefaultPIN: "123456", Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.pad.Close() })
-	pport, err := serial.Open(serial.Config{Path: r.pad.Path(), Baud: 115200})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.padc = pinpad.New(pport, pinpad.Options{Logger: quiet()})
-	t.Cleanup(func() { _ = r.padc.Close() })
-	db, err := store.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	commit := store.NewCommitter(db)
-	t.Cleanup(commit.Close)
-	if r.keys, err = keystore.Open(keystore.Options{DB: db, Commit: commit,
-		Backend: padkeys.New(func() *pinpad.Client { return r.padc }, nil), Logger: quiet()}); err != nil {
-		t.Fatal(err)
-	}
-	kek := make([]byte, 16)
-	_, _ = rand.Read(kek)
-	block, err := tr31.Wrap(pinpademu.DefaultTransportKey, tr31.Header{Version: 'B', Usage: "K0", Algorithm: 'T',
-		ModeOfUse: 'B', KeyVersion: "00", Exportability: 'N'}, kek)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.keys.Load(ctx, keystore.Load{Items: []keystore.Item{{Role: "kek0", Block: block}}, KEK: 0, Source: "tr31"}); err != nil {
-		t.Fatal(err)
-	}
+	// The PIN pad with the keys, the engine, and the host behind a tap that records what it
+	// read.
+	r.Rig = paytest.New(t, paytest.WithHostListener(func(ln net.Listener) net.Listener {
+		r.tap = &hostTap{Listener: ln}
+		return r.tap
+	}), paytest.WithConfig(func(doc *termconfig.Document) {
+		doc.Currencies = []termconfig.Currency{{Numeric: "156", Alpha: "CNY", Exponent: 2, Default: true}}
+		doc.CountryCode = "156"
+		doc.ContactlessProfile.CVMRequiredLimit = cvmLimit
+		doc.EMVApplications = []termconfig.EMVApplication{
+			{AID: "A000000333010101", Label: "UnionPay Debit", Priority: 1, PartialSelection: true, Contact: true, Contactless: true, Kernel: 7},
+			{AID: "A000000333010102", Label: "UnionPay Credit", Priority: 2, PartialSelection: true, Contact: true, Contactless: true, Kernel: 7},
+			{AID: "A0000000031010", Label: "VISA", Priority: 3, PartialSelection: true, Contact: true, Contactless: true, Kernel: 3},
+			{AID: "A0000000041010", Label: "MASTERCARD", Priority: 4, PartialSelection: true, Contact: true, Contactless: true, Kernel: 2},
+		}
+	}), paytest.WithConfig(change))
 
-	// The host, with that KEK for the terminal, behind a tap that records what it read.
-	r.host, err = hostsim.New(hostsim.Config{Listen: "127.0.0.1:0",
-		Terminals: []hostsim.Terminal{{TID: tid, MID: mid, KEK: hex.EncodeToString(kek), KeyLayout: "double+tdk"}},
-		Accounts:  hostsim.DefaultAccounts()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.tap = &hostTap{Listener: ln}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = r.host.Serve(r.tap)
-	}()
-	t.Cleanup(func() {
-		_ = r.host.Close()
-		_ = ln.Close()
-		<-served
-	})
-
-	doc := termconfig.Default()
-	doc.AuthHost = termconfig.AuthHost{Addresses: []string{ln.Addr().String()}, TerminalID: tid, MerchantID: mid,
-		TPDU: "6000030000", ConnectTimeoutSec: 2}
-	doc.HostParameters.ResponseTimeoutSec = 5
-	doc.Currencies = []termconfig.Currency{{Numeric: "156", Alpha: "CNY", Exponent: 2, Default: true}}
-	doc.CountryCode = "156"
-	doc.ContactlessProfile.CVMRequiredLimit = cvmLimit
-	doc.EMVApplications = []termconfig.EMVApplication{
-		{AID: "A000000333010101", Label: "UnionPay Debit", Priority: 1, PartialSelection: true, Contact: true, Contactless: true, Kernel: 7},
-		{AID: "A000000333010102", Label: "UnionPay Credit", Priority: 2, PartialSelection: true, Contact: true, Contactless: true, Kernel: 7},
-		{AID: "A0000000031010", Label: "VISA", Priority: 3, PartialSelection: true, Contact: true, Contactless: true, Kernel: 3},
-		{AID: "A0000000041010", Label: "MASTERCARD", Priority: 4, PartialSelection: true, Contact: true, Contactless: true, Kernel: 2},
-	}
-	if change != nil {
-		change(doc)
-	}
-	r.doc.Store(doc)
-	root := make([]byte, 32)
-	_, _ = rand.Read(root)
-	sealer, err := payment.NewSealer(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.eng, err = payment.Open(ctx, payment.Options{DB: db, Commit: commit, Keys: r.keys, Sealer: sealer,
-		Config: r.config, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	co := checkout.Options{Engine: r.eng,
+	co := checkout.Options{Engine: r.Engine,
 		Reader:  func() *cardreader.Reader { return r.reader },
-		Pad:     func() *pinpad.Client { return r.padc },
-		PINSlot: r.keys.PINKeySlot,
-		Config:  r.config,
+		Pad:     func() *pinpad.Client { return r.PadClient },
+		PINSlot: r.Keys.PINKeySlot,
+		Config:  r.Config,
 		PINWait: 30 * time.Second, CardWait: wait,
 		Logger: quiet()}
 	for _, o := range opts {
@@ -290,12 +208,10 @@ func newRig(t testing.TB, change func(*termconfig.Document), opts ...options) *r
 	return r
 }
 
-func (r *rig) config() *termconfig.Document { return r.doc.Load() }
-
 // withPrinter adds the receipt printer: the emulator on a pty, the ESC/POS driver on a
 // reconnecting port and a running spooler.
 func (r *rig) withPrinter() *rig {
-	t := r.t
+	t := r.TB
 	line, port := serialtest.Reopen(t, serial.Config{}, serial.ReopenOptions{Check: -1})
 	emu, err := printeremu.New(line, printeremu.Config{KZ1048Page: kzPage, Logger: quiet()})
 	if err != nil {
@@ -319,13 +235,6 @@ func (r *rig) withPrinter() *rig {
 	return r
 }
 
-func (r *rig) signIn() {
-	r.t.Helper()
-	if err := r.eng.SignIn(context.Background(), "01"); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
 // cardholder presents the named card — "insert", "tap" or "swipe" — once the pad asks for
 // it. Taps and swipes are taken only while the reader reads on that interface, so they are
 // offered again until the reader takes them: no guess about how fast the terminal is.
@@ -333,7 +242,7 @@ func (r *rig) cardholder(how, name string) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		if !eventually(func() bool {
-			_, l2 := r.pad.Display()
+			_, l2 := r.Pad.Display()
 			return strings.HasPrefix(l2, "Insert")
 		}) {
 			done <- errors.New("the pad never asked for the card")
@@ -365,7 +274,7 @@ func (r *rig) cardholder(how, name string) <-chan error {
 // run carries out one operation at the terminal with the card presented as how says ("" for
 // none); the card is taken back afterwards.
 func (r *rig) run(s checkout.Sale, how, name string) (*payment.Txn, error) {
-	r.t.Helper()
+	r.TB.Helper()
 	var holder <-chan error
 	if how != "" {
 		holder = r.cardholder(how, name)
@@ -377,10 +286,10 @@ func (r *rig) run(s checkout.Sale, how, name string) (*payment.Txn, error) {
 		select {
 		case herr := <-holder:
 			if herr != nil {
-				r.t.Fatalf("cardholder: %v", herr)
+				r.TB.Fatalf("cardholder: %v", herr)
 			}
 		case <-time.After(2 * wait):
-			r.t.Fatal("the cardholder is still waiting")
+			r.TB.Fatal("the cardholder is still waiting")
 		}
 		r.cards.Remove()
 	}
@@ -389,7 +298,7 @@ func (r *rig) run(s checkout.Sale, how, name string) (*payment.Txn, error) {
 
 // display is what the pad shows, both lines.
 func (r *rig) display() string {
-	l1, l2 := r.pad.Display()
+	l1, l2 := r.Pad.Display()
 	return l1 + "|" + l2
 }
 
@@ -417,7 +326,7 @@ func (r *rig) readerIdle(t testing.TB) {
 // entry is the host's ledger entry of a transaction.
 func (r *rig) entry(t testing.TB, tx *payment.Txn) hostsim.Entry {
 	t.Helper()
-	e, ok := r.host.Entry(tid, tx.Batch, tx.STAN)
+	e, ok := r.Host.Entry(tid, tx.Batch, tx.STAN)
 	if !ok {
 		t.Fatalf("the host has no entry for batch %d trace %d", tx.Batch, tx.STAN)
 	}
@@ -429,7 +338,7 @@ var financial = []string{"0100", "0200", "0220"}
 
 func (r *rig) financialSeen() int {
 	n := 0
-	seen := r.host.Seen()
+	seen := r.Host.Seen()
 	for _, mti := range financial {
 		n += seen[mti]
 	}
@@ -494,7 +403,7 @@ func TestChipPurchaseWithPIN(t *testing.T) {
 	if _, err := r.co.Run(context.Background(), purchase(100)); !errors.Is(err, payment.ErrNotSignedIn) {
 		t.Fatalf("purchase before sign-in: %v", err)
 	}
-	r.signIn()
+	r.SignIn()
 
 	tx, err := r.run(purchase(15000), "insert", "unionpay-debit")
 	if err != nil {
@@ -520,14 +429,14 @@ func TestChipPurchaseWithPIN(t *testing.T) {
 	if e := r.entry(t, tx); e.State != hostsim.StateApproved || e.Amount != 15000 || e.PAN != debitPAN || e.RRN != tx.RRN {
 		t.Errorf("host entry %+v", e)
 	}
-	if got := r.host.Charged(tid); got != 15000 {
+	if got := r.Host.Charged(tid); got != 15000 {
 		t.Errorf("host charged %d", got)
 	}
 	r.readerIdle(t)
 	r.printSlip(t, tx, debitPAN, "150.00")
 
 	// The cardholder types a wrong PIN: the host checks the block and declines.
-	if err := r.pad.ScriptPIN("111111"); err != nil {
+	if err := r.Pad.ScriptPIN("111111"); err != nil {
 		t.Fatal(err)
 	}
 	tx, err = r.run(purchase(500), "insert", "unionpay-debit")
@@ -538,7 +447,7 @@ func TestChipPurchaseWithPIN(t *testing.T) {
 		t.Errorf("host entry %+v", e)
 	}
 	r.wantDisplay(t, "Declined 55")
-	if got := r.host.Charged(tid); got != 15000 {
+	if got := r.Host.Charged(tid); got != 15000 {
 		t.Errorf("host charged %d after the decline", got)
 	}
 }
@@ -546,7 +455,7 @@ func TestChipPurchaseWithPIN(t *testing.T) {
 // Contactless: under the CVM limit no PIN is asked; above it the PIN is.
 func TestContactless(t *testing.T) {
 	r := newRig(t, nil).withPrinter()
-	r.signIn()
+	r.SignIn()
 
 	tx, err := r.run(purchase(cvmLimit-100), "tap", "unionpay-debit")
 	if err != nil {
@@ -564,7 +473,7 @@ func TestContactless(t *testing.T) {
 	r.printSlip(t, tx, debitPAN, "299.00")
 
 	// Above the limit the cardholder types the PIN; it is checked by the host.
-	if err := r.pad.ScriptPIN("654321"); err != nil {
+	if err := r.Pad.ScriptPIN("654321"); err != nil {
 		t.Fatal(err)
 	}
 	tx, err = r.run(purchase(cvmLimit+100), "tap", "visa")
@@ -582,7 +491,7 @@ func TestContactless(t *testing.T) {
 	if len(req.PINBlock) != 8 || req.EntryMode != "071" || req.PAN != visaPAN {
 		t.Errorf("request: entry %s, PIN block %d bytes", req.EntryMode, len(req.PINBlock))
 	}
-	if got := r.host.Charged(tid); got != 2*cvmLimit {
+	if got := r.Host.Charged(tid); got != 2*cvmLimit {
 		t.Errorf("host charged %d", got)
 	}
 	r.printSlip(t, tx, visaPAN, "301.00")
@@ -592,7 +501,7 @@ func TestContactless(t *testing.T) {
 // configuration denies the fallback, and nothing goes to the host.
 func TestStripe(t *testing.T) {
 	r := newRig(t, nil).withPrinter()
-	r.signIn()
+	r.SignIn()
 	tx, err := r.run(purchase(2000), "swipe", "magstripe-only")
 	if err != nil {
 		t.Fatal(err)
@@ -610,7 +519,7 @@ func TestStripe(t *testing.T) {
 	r.readerIdle(t)
 	r.printSlip(t, tx, stripePAN, "20.00")
 
-	base := r.config()
+	base := r.Config()
 	for name, deny := range map[string]func(*termconfig.Document){
 		"magstripeFallback off": func(d *termconfig.Document) { d.PaymentParameters.MagstripeFallback = false },
 		"denyFallback": func(d *termconfig.Document) {
@@ -620,7 +529,7 @@ func TestStripe(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			doc := *base
 			deny(&doc)
-			r.doc.Store(&doc)
+			r.Doc.Store(&doc)
 			seen := r.financialSeen()
 			if _, err := r.run(purchase(2000), "swipe", "unionpay-debit"); !errors.Is(err, checkout.ErrUseChip) {
 				t.Errorf("chip card swiped: %v", err)
@@ -637,7 +546,7 @@ func TestStripe(t *testing.T) {
 // Void without the card, refund with it, pre-authorisation and its completion, balance.
 func TestVoidRefundPreAuthCompletionBalance(t *testing.T) {
 	r := newRig(t, nil).withPrinter()
-	r.signIn()
+	r.SignIn()
 
 	p1, err := r.run(purchase(10000), "insert", "unionpay-debit")
 	if err != nil {
@@ -647,7 +556,7 @@ func TestVoidRefundPreAuthCompletionBalance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if orig, _ := r.eng.Txn(p1.ID); orig.State != payment.StateVoided || void.Amount != 10000 {
+	if orig, _ := r.Engine.Txn(p1.ID); orig.State != payment.StateVoided || void.Amount != 10000 {
 		t.Errorf("void: original %s, amount %d", orig.State, void.Amount)
 	}
 	if e := r.entry(t, p1); e.State != hostsim.StateVoided {
@@ -689,7 +598,7 @@ func TestVoidRefundPreAuthCompletionBalance(t *testing.T) {
 	if icc := f55(t, r.tap.last(t, "0100").ICC); icc["9C"] != "03" {
 		t.Errorf("pre-auth 9C = %s", icc["9C"])
 	}
-	if _, held, _ := r.host.Balance(visaPAN); held != 5000 {
+	if _, held, _ := r.Host.Balance(visaPAN); held != 5000 {
 		t.Errorf("host holds %d", held)
 	}
 	r.printSlip(t, pa, visaPAN, "50.00")
@@ -706,7 +615,7 @@ func TestVoidRefundPreAuthCompletionBalance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	avail, held, _ := r.host.Balance(debitPAN)
+	avail, held, _ := r.Host.Balance(debitPAN)
 	want := fmt.Sprintf("%d.%02d", (avail-held)/100, (avail-held)%100)
 	if !strings.HasSuffix(bal.Balance, fmt.Sprintf("%012d", avail-held)) {
 		t.Errorf("balance %q, host has %d", bal.Balance, avail-held)
@@ -715,7 +624,7 @@ func TestVoidRefundPreAuthCompletionBalance(t *testing.T) {
 		t.Errorf("balance 9C = %s", icc["9C"])
 	}
 	r.wantDisplay(t, want)
-	if got := r.host.Charged(tid); got != 2000+4500 {
+	if got := r.Host.Charged(tid); got != 2000+4500 {
 		t.Errorf("host charged %d, want %d", got, 2000+4500)
 	}
 	r.readerIdle(t)
@@ -725,33 +634,33 @@ func TestVoidRefundPreAuthCompletionBalance(t *testing.T) {
 // Nobody presents a card: ErrNoCard after CardWait.
 func TestCancelAndNoCard(t *testing.T) {
 	r := newRig(t, nil)
-	r.signIn()
-	if err := r.pad.ScriptPIN("cancel"); err != nil {
+	r.SignIn()
+	if err := r.Pad.ScriptPIN("cancel"); err != nil {
 		t.Fatal(err)
 	}
 	tx, err := r.run(purchase(700), "insert", "unionpay-debit")
 	if !errors.Is(err, checkout.ErrCancelled) || !errors.Is(err, pinpad.ErrCancelled) || tx != nil {
 		t.Fatalf("cancelled PIN entry: %v %+v", err, tx)
 	}
-	if n := r.financialSeen(); n != 0 || len(r.host.Entries(tid)) != 0 {
-		t.Errorf("the host saw %d requests, ledger %v", n, r.host.Entries(tid))
+	if n := r.financialSeen(); n != 0 || len(r.Host.Entries(tid)) != 0 {
+		t.Errorf("the host saw %d requests, ledger %v", n, r.Host.Entries(tid))
 	}
-	if st := r.eng.Status(); st.Txns != 0 || st.Reversals != 0 {
+	if st := r.Engine.Status(); st.Txns != 0 || st.Reversals != 0 {
 		t.Errorf("engine %+v", st)
 	}
 	r.wantDisplay(t, "Cancelled")
 	r.readerIdle(t)
 
 	// A timed-out entry is a cancellation too.
-	if err := r.pad.ScriptPIN("timeout"); err != nil {
+	if err := r.Pad.ScriptPIN("timeout"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.run(purchase(700), "insert", "unionpay-debit"); !errors.Is(err, checkout.ErrCancelled) {
 		t.Fatalf("timed-out PIN entry: %v", err)
 	}
 
-	short := checkout.New(checkout.Options{Engine: r.eng, Reader: func() *cardreader.Reader { return r.reader },
-		Pad: func() *pinpad.Client { return r.padc }, PINSlot: r.keys.PINKeySlot, Config: r.config,
+	short := checkout.New(checkout.Options{Engine: r.Engine, Reader: func() *cardreader.Reader { return r.reader },
+		Pad: func() *pinpad.Client { return r.PadClient }, PINSlot: r.Keys.PINKeySlot, Config: r.Config,
 		CardWait: 300 * time.Millisecond, Logger: quiet()})
 	if _, err := short.Run(context.Background(), purchase(700)); !errors.Is(err, checkout.ErrNoCard) {
 		t.Fatalf("no card: %v", err)
@@ -768,7 +677,7 @@ func TestCancelAndNoCard(t *testing.T) {
 // declines it with 54.
 func TestExpiredCard(t *testing.T) {
 	r := newRig(t, nil)
-	r.signIn()
+	r.SignIn()
 	tx, err := r.run(purchase(1000), "insert", "expired")
 	if !errors.Is(err, payment.ErrDeclined) || tx == nil || tx.RespCode != "54" {
 		t.Fatalf("expired card: %v %+v", err, tx)
@@ -784,7 +693,7 @@ func TestExpiredCard(t *testing.T) {
 		t.Errorf("host entry %+v", e)
 	}
 	r.wantDisplay(t, "Declined 54")
-	if got := r.host.Charged(tid); got != 0 {
+	if got := r.Host.Charged(tid); got != 0 {
 		t.Errorf("host charged %d", got)
 	}
 }
@@ -793,7 +702,7 @@ func TestExpiredCard(t *testing.T) {
 // ends the operation with a typed error, and after the replug the next one goes through.
 func TestReaderFaults(t *testing.T) {
 	r := newRig(t, nil)
-	r.signIn()
+	r.SignIn()
 
 	before := r.reader.Stats()
 	r.cards.SetFaults(cardemu.Faults{Noise: true, Corrupt: true, Limit: 3})
@@ -864,7 +773,7 @@ func TestReaderFaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after the replug: %v", err)
 	}
-	if got := r.host.Charged(tid); got != 1200+1400 {
+	if got := r.Host.Charged(tid); got != 1200+1400 {
 		t.Errorf("host charged %d", got)
 	}
 	r.readerIdle(t)
@@ -876,9 +785,9 @@ func TestReaderFaults(t *testing.T) {
 // over from before the operation (a card inserted and taken out again) do not count.
 func TestCardInsertedBeforehand(t *testing.T) {
 	r := newRig(t, nil)
-	r.signIn()
-	co := checkout.New(checkout.Options{Engine: r.eng, Reader: func() *cardreader.Reader { return r.reader },
-		Pad: func() *pinpad.Client { return r.padc }, PINSlot: r.keys.PINKeySlot, Config: r.config,
+	r.SignIn()
+	co := checkout.New(checkout.Options{Engine: r.Engine, Reader: func() *cardreader.Reader { return r.reader },
+		Pad: func() *pinpad.Client { return r.PadClient }, PINSlot: r.Keys.PINKeySlot, Config: r.Config,
 		CardWait: time.Second, Logger: quiet()})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
 	defer cancel()
@@ -909,7 +818,7 @@ func TestCardInsertedBeforehand(t *testing.T) {
 		}
 	}
 	r.cards.Remove()
-	if got := r.host.Charged(tid); got != 900+1000 {
+	if got := r.Host.Charged(tid); got != 900+1000 {
 		t.Errorf("host charged %d", got)
 	}
 }
@@ -919,7 +828,7 @@ func TestCardInsertedBeforehand(t *testing.T) {
 // pad's pty, the MACed 0200 to the host simulator on loopback and back.
 func BenchmarkChipPurchase(b *testing.B) {
 	r := newRig(b, func(d *termconfig.Document) { d.HostParameters.MaxBatchSize = 100_000 })
-	r.signIn()
+	r.SignIn()
 	b.ResetTimer()
 	for b.Loop() {
 		if _, err := r.run(purchase(100), "insert", "unionpay-debit"); err != nil {

@@ -289,6 +289,9 @@ func testKeysLoad(t *testing.T, e *env, backend string) {
 // reads it — are the previous set or the new one as a whole, never a mix; once restarted,
 // the agent finishes the interrupted load.
 func TestKeysLoadPowerCuts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills agent processes; skipped with -short")
+	}
 	for _, backend := range []string{"software", "pinpad"} {
 		t.Run(backend, func(t *testing.T) {
 			e := newEnv(t, "IT-KEYS-CUT-"+strings.ToUpper(backend[:3]))

@@ -1,22 +1,17 @@
 package license
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/posagent/posagent/internal/crashtest"
 )
 
-// powerCutEnv names the store directory of the helper process; its presence makes
-// TestHelperInstallLoop run instead of skip.
-const powerCutEnv = "LICENSE_POWERCUT_DIR"
+// powerCut is the helper process TestPowerCut kills: $LICENSE_POWERCUT_DIR names its store
+// directory, and its presence makes TestHelperInstallLoop run instead of skip.
+var powerCut = crashtest.Helper{Test: "TestHelperInstallLoop", Env: "LICENSE_POWERCUT_DIR"}
 
 // numbered is the n-th licence of the power-cut sequence; signing is deterministic, so the
 // helper and the test make the same bytes.
@@ -43,13 +38,11 @@ func TestPowerCut(t *testing.T) {
 	}
 	db.Close()
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	rng := crashtest.Rand(t)
 	last := 0
 	for trial := range 15 {
 		delay := 2*time.Millisecond + time.Duration(rng.Int64N(int64(60*time.Millisecond)))
-		killAfterReady(t, dir, delay)
+		powerCut.KillAfterReady(t, dir, delay)
 
 		db := openDB(t, dir)
 		if err := db.View(func(tx *boltTx) error { return firstErr(tx.Check()) }); err != nil {
@@ -89,43 +82,10 @@ func firstErr(errs <-chan error) error {
 	return first
 }
 
-// killAfterReady starts the helper on dir, waits until it has opened the store, lets it
-// install licences for delay and kills it.
-func killAfterReady(t *testing.T, dir string, delay time.Duration) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperInstallLoop$")
-	cmd.Env = append(os.Environ(), powerCutEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "ready") {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("helper did not get ready (%q, %v): %s", line, err, stderr.String())
-	}
-	time.Sleep(delay)
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, stdout)
-	err = cmd.Wait()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.Exited() {
-		t.Fatalf("helper ended by itself (%v) instead of being killed: %s", err, stderr.String())
-	}
-}
-
 // TestHelperInstallLoop is the process TestPowerCut kills: it installs numbered(n+1),
 // numbered(n+2), … after the installed numbered(n) until killed.
 func TestHelperInstallLoop(t *testing.T) {
-	dir := os.Getenv(powerCutEnv)
+	dir := powerCut.Dir()
 	if dir == "" {
 		t.Skip("helper process of TestPowerCut")
 	}
@@ -140,9 +100,7 @@ func TestHelperInstallLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := numbered(t, n+1)
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		t.Fatal(err)
-	}
+	crashtest.Ready(t)
 	for {
 		n++
 		if _, err := s.Install(t.Context(), next); err != nil {

@@ -155,7 +155,7 @@ func BenchmarkPadMAC(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := r.keys.MAC(ctx, keystore.MACUnionPayECB, mab); err != nil {
+		if _, err := r.Keys.MAC(ctx, keystore.MACUnionPayECB, mab); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -169,7 +169,7 @@ func BenchmarkJournalCommit(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		err := r.commit.Do(ctx, func(tx *store.Tx) error {
+		err := r.Commit.Do(ctx, func(tx *store.Tx) error {
 			bk, err := tx.CreateBucketIfNotExists([]byte("bench"))
 			if err != nil {
 				return err
@@ -198,7 +198,7 @@ func BenchmarkSettle300WithUpload(b *testing.B) {
 		for range batch {
 			r.purchase(visaPAN, "2912", 100, pinBlock)
 		}
-		hostBatch := r.eng.Status().Batch
+		hostBatch := r.Engine.Status().Batch
 		m0, h0 := r.timings()
 		b.StartTimer()
 		st := r.settle()
@@ -208,7 +208,7 @@ func BenchmarkSettle300WithUpload(b *testing.B) {
 		if st.DomBalanced && st.ForBalanced {
 			b.Fatalf("settlement balanced: %+v", st)
 		}
-		if ts, _ := r.host.Terminal(tid); ts.Uploads[hostBatch] != batch {
+		if ts, _ := r.Host.Terminal(tid); ts.Uploads[hostBatch] != batch {
 			b.Fatalf("host has %d uploads of batch %d, want %d", ts.Uploads[hostBatch], hostBatch, batch)
 		}
 		b.StartTimer()

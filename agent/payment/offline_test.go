@@ -19,31 +19,31 @@ func TestOfflineAndAdjustmentUploaded(t *testing.T) {
 		d.HostParameters.TipsEnabled = true
 		d.HostParameters.TipMaxPercent = 20
 	})
-	r.signIn()
+	r.SignIn()
 	ctx := context.Background()
 	p, err := r.purchase(debitPAN, "3112", 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.eng.Adjust(ctx, p.ID, 2500, "01"); !errors.Is(err, payment.ErrNotAllowed) {
+	if _, err := r.Engine.Adjust(ctx, p.ID, 2500, "01"); !errors.Is(err, payment.ErrNotAllowed) {
 		t.Errorf("tip above 20%%: %v", err)
 	}
-	tip, err := r.eng.Adjust(ctx, p.ID, 1500, "01")
+	tip, err := r.Engine.Adjust(ctx, p.ID, 1500, "01")
 	if err != nil {
 		t.Fatal(err)
 	}
-	off, err := r.eng.Offline(ctx, payment.Request{Amount: 4000, Card: card(creditPAN, "3006")}, "123456")
+	off, err := r.Engine.Offline(ctx, payment.Request{Amount: 4000, Card: card(creditPAN, "3006")}, "123456")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := r.eng.Status(); s.Stored != 2 {
+	if s := r.Engine.Status(); s.Stored != 2 {
 		t.Fatalf("stored %+v", s)
 	}
-	if got := r.host.Charged(tid); got != 10000 {
+	if got := r.Host.Charged(tid); got != 10000 {
 		t.Fatalf("host charged %d before the upload", got)
 	}
 	// The first upload's answer is lost: it goes again with the next request, and counts once.
-	_ = r.host.AddFault(hostsim.Fault{Kind: hostsim.FaultNoAnswer, MTI: "0220", Count: 1})
+	_ = r.Host.AddFault(hostsim.Fault{Kind: hostsim.FaultNoAnswer, MTI: "0220", Count: 1})
 	if _, err := r.purchase(debitPAN, "3112", 100); err != nil {
 		t.Fatal(err)
 	}
@@ -51,14 +51,14 @@ func TestOfflineAndAdjustmentUploaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{tip.ID, off.ID} {
-		if x, _ := r.eng.Txn(id); x.State != payment.StateApproved || !x.Uploaded {
+		if x, _ := r.Engine.Txn(id); x.State != payment.StateApproved || !x.Uploaded {
 			t.Errorf("%s after the upload: %+v", id, x)
 		}
 	}
-	if got := r.host.Charged(tid); got != 10000+1500+4000+200 {
+	if got := r.Host.Charged(tid); got != 10000+1500+4000+200 {
 		t.Errorf("host charged %d", got)
 	}
-	st, err := r.eng.Settle(ctx, "01")
+	st, err := r.Engine.Settle(ctx, "01")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,22 +69,22 @@ func TestOfflineAndAdjustmentUploaded(t *testing.T) {
 
 func TestParametersAndStatusUpload(t *testing.T) {
 	r := newRig(t, nil)
-	r.signIn()
+	r.SignIn()
 	ctx := context.Background()
-	params, err := r.eng.DownloadParameters(ctx)
+	params, err := r.Engine.DownloadParameters(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if params[payment.ParamTPDU] == "" || params[payment.ParamResend] == "" {
 		t.Errorf("parameters %v", params)
 	}
-	if s := r.eng.Status(); s.Params[payment.ParamTPDU] != params[payment.ParamTPDU] {
+	if s := r.Engine.Status(); s.Params[payment.ParamTPDU] != params[payment.ParamTPDU] {
 		t.Errorf("status params %v", s.Params)
 	}
-	if err := r.eng.StatusUpload(ctx, map[string]string{payment.StatusCardReader: "0", payment.StatusPINPad: "0", payment.StatusPrinter: "1"}); err != nil {
+	if err := r.Engine.StatusUpload(ctx, map[string]string{payment.StatusCardReader: "0", payment.StatusPINPad: "0", payment.StatusPrinter: "1"}); err != nil {
 		t.Fatal(err)
 	}
-	ts, _ := r.host.Terminal(tid)
+	ts, _ := r.Host.Terminal(tid)
 	if len(ts.Status) == 0 {
 		t.Errorf("host saw no status upload: %+v", ts)
 	}
@@ -94,24 +94,24 @@ func TestParametersAndStatusUpload(t *testing.T) {
 // reach the host marked as tests (header state) and are marked on the record.
 func TestTestMode(t *testing.T) {
 	r := newRig(t, nil)
-	r.signIn()
+	r.SignIn()
 	ctx := context.Background()
 	if _, err := r.purchase(debitPAN, "3112", 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.eng.SetTestMode(ctx, true); !errors.Is(err, payment.ErrBatchNotEmpty) {
+	if err := r.Engine.SetTestMode(ctx, true); !errors.Is(err, payment.ErrBatchNotEmpty) {
 		t.Fatalf("test mode with a batch: %v", err)
 	}
-	if _, err := r.eng.Settle(ctx, "01"); err != nil {
+	if _, err := r.Engine.Settle(ctx, "01"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.eng.SetTestMode(ctx, true); err != nil {
+	if err := r.Engine.SetTestMode(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	if s := r.eng.Status(); s.State != payment.SignedOut || !s.Test {
+	if s := r.Engine.Status(); s.State != payment.SignedOut || !s.Test {
 		t.Fatalf("after the switch %+v", s)
 	}
-	r.signIn()
+	r.SignIn()
 	tx, err := r.purchase(debitPAN, "3112", 200)
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func TestTestMode(t *testing.T) {
 	if !tx.Test {
 		t.Error("transaction not marked as a test")
 	}
-	entries := r.host.Entries(tid)
+	entries := r.Host.Entries(tid)
 	if last := entries[len(entries)-1]; !last.Test {
 		t.Errorf("host entry not a test: %+v", last)
 	}
@@ -138,22 +138,22 @@ func TestHostOverTLS(t *testing.T) {
 	r := newRig(t, func(d *termconfig.Document) {
 		d.AuthHost.TLS, d.AuthHost.ServerName, d.AuthHost.CACertificate = true, "localhost", string(caPEM)
 	}, func(c *hostsim.Config) { c.TLSCert, c.TLSKey = cert, key })
-	r.signIn()
+	r.SignIn()
 	if _, err := r.purchase(debitPAN, "3112", 4200); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.host.Charged(tid); got != 4200 {
+	if got := r.Host.Charged(tid); got != 4200 {
 		t.Errorf("host charged %d", got)
 	}
 	other := testpki.NewCA(t)
 	otherPEM, _ := os.ReadFile(other.File)
-	doc := *r.doc.Load()
+	doc := *r.Doc.Load()
 	doc.AuthHost.CACertificate = string(otherPEM)
-	r.doc.Store(&doc)
+	r.Doc.Store(&doc)
 	if _, err := r.purchase(debitPAN, "3112", 100); !errors.Is(err, payment.ErrHostDown) {
 		t.Errorf("purchase against an untrusted host: %v", err)
 	}
-	if s := r.eng.Status(); s.Reversals != 0 {
+	if s := r.Engine.Status(); s.Reversals != 0 {
 		t.Errorf("a reversal owed for a request never sent: %+v", s)
 	}
 }

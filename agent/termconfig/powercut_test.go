@@ -1,23 +1,16 @@
 package termconfig
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"io"
-	"math/rand/v2"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/posagent/posagent/agent/store"
+	"github.com/posagent/posagent/internal/crashtest"
 )
 
-// powerCutEnv names the store directory of the helper process; its presence makes
-// TestHelperApplyLoop run instead of skip.
-const powerCutEnv = "TERMCONFIG_POWERCUT_DIR"
+// powerCut is the helper process TestPowerCut kills: $TERMCONFIG_POWERCUT_DIR names its store
+// directory, and its presence makes TestHelperApplyLoop run instead of skip.
+var powerCut = crashtest.Helper{Test: "TestHelperApplyLoop", Env: "TERMCONFIG_POWERCUT_DIR"}
 
 // TestPowerCut kills a process that is applying configurations as fast as it can, at random
 // moments, and checks after each kill that the store holds exactly one complete document
@@ -28,15 +21,13 @@ func TestPowerCut(t *testing.T) {
 		t.Skip("re-executes the test binary")
 	}
 	dir := t.TempDir()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	rng := crashtest.Rand(t)
 
 	var last uint64
 	const trials = 15
 	for trial := range trials {
 		delay := 5*time.Millisecond + time.Duration(rng.Int64N(int64(76*time.Millisecond)))
-		killAfterReady(t, dir, delay)
+		powerCut.KillAfterReady(t, dir, delay)
 
 		db, err := store.Open(dir)
 		if err != nil {
@@ -73,43 +64,10 @@ func TestPowerCut(t *testing.T) {
 	}
 }
 
-// killAfterReady starts the helper on dir, waits until it has opened the store, lets it apply
-// documents for delay and kills it.
-func killAfterReady(t *testing.T, dir string, delay time.Duration) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperApplyLoop$")
-	cmd.Env = append(os.Environ(), powerCutEnv+"="+dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "ready") {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("helper did not get ready (%q, %v): %s", line, err, stderr.String())
-	}
-	time.Sleep(delay)
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, stdout)
-	err = cmd.Wait()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.Exited() {
-		t.Fatalf("helper ended by itself (%v) instead of being killed: %s", err, stderr.String())
-	}
-}
-
 // TestHelperApplyLoop is the process TestPowerCut kills: it applies docFor(v) for v = active+1,
 // active+2, ... until killed.
 func TestHelperApplyLoop(t *testing.T) {
-	dir := os.Getenv(powerCutEnv)
+	dir := powerCut.Dir()
 	if dir == "" {
 		t.Skip("helper process of TestPowerCut")
 	}
@@ -123,9 +81,7 @@ func TestHelperApplyLoop(t *testing.T) {
 	}
 	v := s.Active().Version
 	next := docFor(t, v+1)
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		t.Fatal(err)
-	}
+	crashtest.Ready(t)
 	for {
 		v++
 		if _, err := s.Apply(next); err != nil {

@@ -49,11 +49,14 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// runFunc runs a command with the arguments after its name and returns the exit status.
+type runFunc = func(ctx context.Context, env Env, args []string) int
+
 // Command is one subcommand.
 type Command struct {
 	Name    string
 	Summary string // one line for the command list
-	Run     func(ctx context.Context, env Env, args []string) int
+	Run     runFunc
 }
 
 // Commands are the built-in subcommands. More (the embedded broker) are passed to Run by main.
@@ -94,6 +97,31 @@ func Run(ctx context.Context, env Env, args []string, cmds []Command) int {
 	fmt.Fprintf(env.Stderr, "tmsctl: unknown command %q\n\n", name)
 	usage(env.Stderr, cmds)
 	return ExitUsage
+}
+
+// dispatch runs the subcommand args[0] of the command group "tmsctl GROUP" (keys, license)
+// from subs. help goes to stdout on -h, to stderr with the usage error of no or an unknown
+// subcommand.
+func dispatch(ctx context.Context, env Env, group, help string, args []string, subs map[string]runFunc) int {
+	if len(args) == 0 {
+		fmt.Fprint(env.Stderr, help)
+		return ExitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(env.Stdout, help)
+		return ExitOK
+	}
+	if run, ok := subs[args[0]]; ok {
+		return run(ctx, env, args[1:])
+	}
+	fmt.Fprintf(env.Stderr, "tmsctl %s: unknown subcommand %q\n\n%s", group, args[0], help)
+	return ExitUsage
+}
+
+// withoutCtx adapts a subcommand that needs no context to a runFunc.
+func withoutCtx(run func(env Env, args []string) int) runFunc {
+	return func(_ context.Context, env Env, args []string) int { return run(env, args) }
 }
 
 func usage(w io.Writer, cmds []Command) {

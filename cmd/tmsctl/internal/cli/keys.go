@@ -30,23 +30,11 @@ func runKeys(ctx context.Context, env Env, args []string) int {
 The key file is what a key management system hands the TMS operator (docs/keys.md).
 "tmsctl keys <subcommand> -h" describes the flags.
 `
-	if len(args) == 0 {
-		fmt.Fprint(env.Stderr, help)
-		return ExitUsage
-	}
-	switch args[0] {
-	case "wrap":
-		return runKeysWrap(env, args[1:])
-	case "load":
-		return runKeysLoad(ctx, env, args[1:])
-	case "status":
-		return runKeysStatus(ctx, env, args[1:])
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(env.Stdout, help)
-		return ExitOK
-	}
-	fmt.Fprintf(env.Stderr, "tmsctl keys: unknown subcommand %q\n\n%s", args[0], help)
-	return ExitUsage
+	return dispatch(ctx, env, "keys", help, args, map[string]runFunc{
+		"wrap":   withoutCtx(runKeysWrap),
+		"load":   runKeysLoad,
+		"status": runKeysStatus,
+	})
 }
 
 // keyFile is the key file (docs/keys.md): the body of keys.load, plus the terminal it is for.

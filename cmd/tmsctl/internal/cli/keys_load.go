@@ -68,20 +68,11 @@ bad key file or connection error, 3 no final ack within --wait.`)
 	if err != nil {
 		return failf(env, ExitUsage, "%v", err)
 	}
-	key, seqs, err := sf.signer()
-	if err != nil {
-		return failf(env, ExitUsage, "%v", err)
-	}
-	c, err := cf.connect(ctx, fs, env)
-	if err != nil {
-		return failf(env, ExitUsage, "%v", err)
-	}
-	defer c.Close()
 	roles := make([]string, len(f.Keys))
 	for i, k := range f.Keys {
 		roles[i] = k.Role
 	}
-	ack, status := sf.follow(ctx, env, c, key, seqs, "keys.load", body, "keys.load ("+strings.Join(roles, ", ")+")")
+	ack, status := sf.send(ctx, env, fs, &cf, "keys.load", body, "keys.load ("+strings.Join(roles, ", ")+")")
 	if status != ExitOK {
 		return status
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,23 +27,11 @@ func runLicense(ctx context.Context, env Env, args []string) int {
 
 "tmsctl license <subcommand> -h" describes the flags.
 `
-	if len(args) == 0 {
-		fmt.Fprint(env.Stderr, help)
-		return ExitUsage
-	}
-	switch args[0] {
-	case "issue":
-		return runLicenseIssue(env, args[1:])
-	case "show":
-		return runLicenseShow(env, args[1:])
-	case "send":
-		return runLicenseSend(ctx, env, args[1:])
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(env.Stdout, help)
-		return ExitOK
-	}
-	fmt.Fprintf(env.Stderr, "tmsctl license: unknown subcommand %q\n\n%s", args[0], help)
-	return ExitUsage
+	return dispatch(ctx, env, "license", help, args, map[string]runFunc{
+		"issue": withoutCtx(runLicenseIssue),
+		"show":  withoutCtx(runLicenseShow),
+		"send":  runLicenseSend,
+	})
 }
 
 func runLicenseIssue(env Env, args []string) int {
@@ -236,13 +223,10 @@ rejected, 2 usage or connection error, 3 no final ack within --wait.`)
 	var cf connFlags
 	cf.register(fs)
 	licFile := fs.String("license", "", "licence `file` written by license issue (required)")
-	device := fs.String("device", "", "target terminal `id` (required)")
-	keyFile := fs.String("sign-key", "", "command private key `file` written by keygen (required)")
-	kid := fs.String("kid", "", "key `id` to sign under (default: the key file name without .key)")
-	expires := fs.Duration("expires", 10*time.Minute, "the command expires this long after now; 0: never")
-	wait := fs.Duration("wait", 2*time.Minute, "how long to wait for the final ack")
-	id := fs.String("id", "", "command `id` (default: 16 random bytes in hex)")
-	seqFile := fs.String("seq-file", "", "`file` keeping the last seq per device (default: the key file with .seq.json for .key)")
+	var sf sendFlags
+	sf.register(fs, true)
+	// Next to license issue's --release-key, say which key this one is.
+	fs.Lookup("sign-key").Usage = "command private key `file` written by keygen (required)"
 	pos, status, ok := parseFlags(fs, args)
 	if !ok {
 		return status
@@ -252,17 +236,9 @@ rejected, 2 usage or connection error, 3 no final ack within --wait.`)
 		return usageErr(fs, "unexpected argument %q", pos[0])
 	case *licFile == "":
 		return usageErr(fs, "--license is required")
-	case *device == "":
-		return usageErr(fs, "--device is required")
-	case *keyFile == "":
-		return usageErr(fs, "--sign-key is required")
-	case *expires < 0:
-		return usageErr(fs, "--expires must not be negative")
-	case *wait <= 0:
-		return usageErr(fs, "--wait must be positive")
 	}
-	if err := tmsproto.ValidDeviceID(*device); err != nil {
-		return usageErr(fs, "%v", err)
+	if status, ok := sf.validate(fs); !ok {
+		return status
 	}
 	raw, err := readLicenseFile(*licFile)
 	if err != nil {
@@ -272,64 +248,16 @@ rejected, 2 usage or connection error, 3 no final ack within --wait.`)
 	if err != nil {
 		return failf(env, ExitUsage, "%s: %v", *licFile, err)
 	}
-	if info.Serial != *device {
-		fmt.Fprintf(env.Stderr, "tmsctl: warning: licence %s is for serial %s, sending to %s\n", info.ID, info.Serial, *device)
+	if info.Serial != sf.device {
+		fmt.Fprintf(env.Stderr, "tmsctl: warning: licence %s is for serial %s, sending to %s\n", info.ID, info.Serial, sf.device)
 	}
 	body, err := tmsproto.Marshal(map[string]any{"license": raw})
 	if err != nil {
 		return failf(env, ExitUsage, "%v", err)
 	}
-	key, err := tmsclient.LoadSignKey(*keyFile)
-	if err != nil {
-		return failf(env, ExitUsage, "%v", err)
+	ack, status := sf.send(ctx, env, fs, &cf, "license.put", body, "license.put (licence "+info.ID+")")
+	if status != ExitOK {
+		return status
 	}
-	if *kid != "" {
-		key.ID = *kid
-	}
-	if *seqFile == "" {
-		*seqFile = strings.TrimSuffix(*keyFile, tmsclient.PrivateKeySuffix) + ".seq.json"
-	}
-	seqs, err := tmsclient.NewSeqFile(*seqFile)
-	if err != nil {
-		return failf(env, ExitUsage, "%v", err)
-	}
-	c, err := cf.connect(ctx, fs, env)
-	if err != nil {
-		return failf(env, ExitUsage, "%v", err)
-	}
-	defer c.Close()
-	wctx, cancel := context.WithTimeout(ctx, *wait)
-	defer cancel()
-	acks, err := c.WatchAcks(wctx, *device)
-	if err != nil {
-		return failf(env, waitStatus(err), "%v", err)
-	}
-	defer acks.Stop()
-	cmd := tmsproto.Command{ID: *id, Kind: "license.put", Body: body}
-	if *expires > 0 {
-		cmd.Expires = time.Now().Add(*expires).Unix()
-	}
-	sent, err := c.Send(wctx, *device, key, cmd, tmsclient.WithSeq(seqs))
-	if err != nil {
-		return failf(env, waitStatus(err), "%v", err)
-	}
-	fmt.Fprintf(env.Stderr, "sent license.put (licence %s) to %s: id %s, seq %d, key %s\n", info.ID, *device, sent.Command.ID, sent.Command.Seq, key.ID)
-	prog := &progress{w: env.Stderr, tty: env.StderrTTY}
-	ack, err := acks.Await(wctx, sent.Match(), prog.ack)
-	prog.finish()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return failf(env, ExitTimeout, "no final ack from %s within %v (command id %s)", *device, *wait, sent.Command.ID)
-		}
-		return failf(env, ExitUsage, "%v", err)
-	}
-	line, err := tmsclient.AckJSON(ack)
-	if err != nil {
-		return failf(env, ExitFailed, "%v", err)
-	}
-	fmt.Fprintf(env.Stdout, "%s\n", line)
-	if ack.State != tmsproto.StateSucceeded {
-		return ExitFailed
-	}
-	return ExitOK
+	return printFinalAck(env, ack)
 }

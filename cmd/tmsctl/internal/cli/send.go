@@ -45,16 +45,7 @@ within --wait.`)
 	if err != nil {
 		return failf(env, ExitUsage, "%v", err)
 	}
-	key, seqs, err := sf.signer()
-	if err != nil {
-		return failf(env, ExitUsage, "%v", err)
-	}
-	c, err := cf.connect(ctx, fs, env)
-	if err != nil {
-		return failf(env, ExitUsage, "%v", err)
-	}
-	defer c.Close()
-	ack, status := sf.follow(ctx, env, c, key, seqs, kind, body, kind)
+	ack, status := sf.send(ctx, env, fs, &cf, kind, body, kind)
 	if status != ExitOK {
 		return status
 	}
@@ -121,6 +112,21 @@ func (sf *sendFlags) signer() (tmsclient.SignKey, *tmsclient.SeqFile, error) {
 		return tmsclient.SignKey{}, nil, err
 	}
 	return key, seqs, nil
+}
+
+// send loads the signing key, connects to the broker and follows the command of kind with
+// body like follow, closing the connection before it returns.
+func (sf *sendFlags) send(ctx context.Context, env Env, fs *flag.FlagSet, cf *connFlags, kind string, body []byte, what string) (tmsproto.Ack, int) {
+	key, seqs, err := sf.signer()
+	if err != nil {
+		return tmsproto.Ack{}, failf(env, ExitUsage, "%v", err)
+	}
+	c, err := cf.connect(ctx, fs, env)
+	if err != nil {
+		return tmsproto.Ack{}, failf(env, ExitUsage, "%v", err)
+	}
+	defer c.Close()
+	return sf.follow(ctx, env, c, key, seqs, kind, body, what)
 }
 
 // follow signs and sends a command of kind with body to the device, and follows its acks
