@@ -8,6 +8,7 @@
 package pty
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,11 +113,15 @@ func (l *Line) Emulator() *os.File {
 	return l.master
 }
 
-// Unplug closes the emulator's end: the driver's reads and writes fail as on a real unplug.
+// Unplug closes the emulator's end: the driver's reads and writes fail as on a real unplug,
+// and the path goes away as a device node does. (Left in place, the link would point at a
+// freed /dev/pts number that another process's terminal may take next, and a driver
+// reopening the path would find a stranger on the line.)
 func (l *Line) Unplug() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.master != nil {
+		_ = os.Remove(l.path)
 		l.master.Close()
 		l.slave.Close()
 		l.master, l.slave = nil, nil
@@ -132,5 +137,8 @@ func (l *Line) Replug() error {
 // Close removes the line and its path.
 func (l *Line) Close() error {
 	l.Unplug()
-	return os.Remove(l.path)
+	if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
