@@ -118,14 +118,18 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 			return err
 		}
 		e.m = m
-		return eachTxn(tx, func(t *Txn) error {
-			if t.State != StatePending {
-				return nil
-			}
+		var pending []*Txn
+		if err := eachIn(tx, func(t *Txn) error { pending = append(pending, t); return nil }, StatePending); err != nil {
+			return err
+		}
+		for _, t := range pending { // written after the walk: a bucket is not changed under its cursor
 			t.State, t.DoubtReason = StateReversing, "interrupted"
 			inDoubt = append(inDoubt, t.ID)
-			return writeTxn(tx, t)
-		})
+			if err := writeTxn(tx, t); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -156,22 +160,12 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	m := e.m
 	e.mu.Unlock()
-	s := Status{State: m.State, Test: m.Test, Batch: m.Batch, STAN: m.STAN, Settling: m.Settle != nil, Params: m.Params}
+	s := Status{State: m.State, Test: m.Test, Batch: m.Batch, STAN: m.STAN, Settling: m.Settle != nil, Params: m.Params, Txns: m.Count}
 	_ = e.view(func(tx *bolt.Tx) error {
-		return eachTxn(tx, func(t *Txn) error {
-			if t.Batch == m.Batch {
-				s.Txns++
-			}
-			switch t.State {
-			case StateReversing, StatePending:
-				s.Reversals++
-			case StateHeld:
-				s.Held++
-			case StateStored:
-				s.Stored++
-			}
-			return nil
-		})
+		s.Reversals = countIn(tx, StatePending) + countIn(tx, StateReversing)
+		s.Held = countIn(tx, StateHeld)
+		s.Stored = countIn(tx, StateStored)
+		return nil
 	})
 	return s
 }

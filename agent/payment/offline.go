@@ -88,12 +88,10 @@ var offlineSpec = map[Op]opSpec{
 func (e *Engine) uploadStored(ctx context.Context, doc *termconfig.Document) error {
 	var stored []*Txn
 	if err := e.view(func(tx *bolt.Tx) error {
-		return eachTxn(tx, func(t *Txn) error {
-			if t.State == StateStored {
-				stored = append(stored, t)
-			}
+		return eachIn(tx, func(t *Txn) error {
+			stored = append(stored, t)
 			return nil
-		})
+		}, StateStored)
 	}); err != nil {
 		return err
 	}

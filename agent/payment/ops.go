@@ -239,19 +239,8 @@ func (e *Engine) journal(ctx context.Context, doc *termconfig.Document, r Reques
 	var t *Txn
 	size := e.batchSize(doc)
 	err := e.commitMeta(ctx, nil, func(tx *bolt.Tx, m *meta) error {
-		if spec.financial {
-			n := 0
-			if err := eachTxn(tx, func(x *Txn) error {
-				if x.Batch == m.Batch {
-					n++
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			if n >= size {
-				return ErrBatchFull
-			}
+		if spec.financial && m.Count >= size {
+			return ErrBatchFull
 		}
 		m.STAN = m.STAN%999999 + 1
 		m.Seq++
@@ -285,6 +274,7 @@ func (e *Engine) journal(ctx context.Context, doc *termconfig.Document, r Reques
 		if !spec.financial {
 			return nil // a balance inquiry moves no money: only its trace number is kept
 		}
+		m.Count++
 		sealed, err := e.o.Sealer.Seal([]byte(pan), []byte(t.ID))
 		if err != nil {
 			return err

@@ -24,12 +24,10 @@ var ErrReversalOwed = errors.New("payment: a reversal is owed to the host")
 func (e *Engine) reverseOwed(ctx context.Context, doc *termconfig.Document) error {
 	var owed []*Txn
 	err := e.view(func(tx *bolt.Tx) error {
-		return eachTxn(tx, func(t *Txn) error {
-			if t.State == StateReversing || t.State == StatePending {
-				owed = append(owed, t)
-			}
+		return eachIn(tx, func(t *Txn) error {
+			owed = append(owed, t)
 			return nil
-		})
+		}, StatePending, StateReversing)
 	})
 	if err != nil {
 		return err

@@ -220,6 +220,7 @@ func (e *Engine) closeBatch(ctx context.Context, doc *termconfig.Document, p *se
 	var cleared int
 	err := e.commitMeta(ctx, func(m *meta) error {
 		m.Settle = nil
+		m.Count = 0
 		// Only the settled batch moves on: a sign-in after a cut may already have taken the
 		// host's next batch number.
 		if m.Batch == p.Batch {

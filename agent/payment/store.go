@@ -1,6 +1,7 @@
 package payment
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +20,13 @@ var (
 	metaKey    = []byte("meta")
 	txnsName   = []byte("txns")
 	panName    = []byte("pans")
+	// idxName indexes the transactions that still need something ("<state>/<id>"): owed
+	// reversals, held ones, stored offline ones — so an operation does not read the batch.
+	idxName = []byte("idx")
 )
+
+// indexed are the states the index keeps.
+var indexed = []State{StatePending, StateReversing, StateHeld, StateStored}
 
 // TermState is the terminal's state (seed 004 §6.1.4).
 type TermState string
@@ -44,6 +51,8 @@ type meta struct {
 	SignedInAt  int64 `cbor:"signedIn"`
 	// Settle is a settlement in progress, kept until the batch is closed.
 	Settle *settleProgress `cbor:"settle,omitempty"`
+	// Count is how many transactions the open batch holds (its capacity check).
+	Count int `cbor:"count"`
 	// Params are the host's downloaded parameters, by tag.
 	Params map[string]string `cbor:"params,omitempty"`
 }
@@ -82,7 +91,7 @@ func (e *Engine) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 			return err
 		}
 		b := tx.Bucket(bucketName)
-		for _, n := range [][]byte{txnsName, panName} {
+		for _, n := range [][]byte{txnsName, panName, idxName} {
 			if _, err := b.CreateBucketIfNotExists(n); err != nil {
 				return err
 			}
@@ -128,7 +137,63 @@ func writeTxn(tx *bolt.Tx, t *Txn) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketName).Bucket(txnsName).Put([]byte(t.ID), raw)
+	b := tx.Bucket(bucketName)
+	if err := b.Bucket(txnsName).Put([]byte(t.ID), raw); err != nil {
+		return err
+	}
+	return index(b.Bucket(idxName), t.ID, t.State)
+}
+
+// index files id under its state, if the index keeps that state, and nowhere else.
+func index(idx *bolt.Bucket, id string, st State) error {
+	for _, s := range indexed {
+		k := []byte(string(s) + "/" + id)
+		if s == st {
+			if err := idx.Put(k, nil); err != nil {
+				return err
+			}
+		} else if err := idx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachIn calls fn for every transaction in one of states, oldest first within each state.
+func eachIn(tx *bolt.Tx, fn func(*Txn) error, states ...State) error {
+	b := tx.Bucket(bucketName)
+	if b == nil || b.Bucket(idxName) == nil {
+		return nil
+	}
+	c := b.Bucket(idxName).Cursor()
+	for _, st := range states {
+		prefix := []byte(string(st) + "/")
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			t, err := readTxn(tx, string(k[len(prefix):]))
+			if err != nil {
+				return err
+			}
+			if err := fn(t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// countIn counts the transactions in a state.
+func countIn(tx *bolt.Tx, st State) int {
+	b := tx.Bucket(bucketName)
+	if b == nil || b.Bucket(idxName) == nil {
+		return 0
+	}
+	n := 0
+	c := b.Bucket(idxName).Cursor()
+	prefix := []byte(string(st) + "/")
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		n++
+	}
+	return n
 }
 
 // eachTxn calls fn for every transaction, oldest first (ids sort by creation).
@@ -180,6 +245,9 @@ func clearBatch(tx *bolt.Tx, batch int) (int, error) {
 			return 0, err
 		}
 		if err := b.Bucket(panName).Delete(id); err != nil {
+			return 0, err
+		}
+		if err := index(b.Bucket(idxName), string(id), ""); err != nil {
 			return 0, err
 		}
 	}
