@@ -248,6 +248,16 @@ func TestReversalHeldAfterRetries(t *testing.T) {
 	if st := r.Engine.Status(); st.Held != 1 || st.Reversals != 0 {
 		t.Errorf("status %+v", st)
 	}
+	// The settlement closes the batch; the held transaction stays for the person handling it.
+	if _, err := r.Engine.Settle(context.Background(), "01"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Engine.Txn(tx.ID); err != nil || got.State != payment.StateHeld {
+		t.Errorf("held transaction after the settlement: %+v %v", got, err)
+	}
+	if st := r.Engine.Status(); st.Held != 1 || st.Batch != 2 {
+		t.Errorf("status after the settlement %+v", st)
+	}
 }
 
 // A transaction pending at a restart (its request may have gone out) is reversed at the next

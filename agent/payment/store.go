@@ -223,7 +223,8 @@ func getPAN(tx *bolt.Tx, id string) []byte {
 	return b.Bucket(panName).Get([]byte(id))
 }
 
-// clearBatch removes every transaction of the batch and its sealed card data.
+// clearBatch removes every transaction of the batch and its sealed card data, except held
+// reversals.
 func clearBatch(tx *bolt.Tx, batch int) (int, error) {
 	b := tx.Bucket(bucketName)
 	var ids [][]byte
@@ -232,7 +233,8 @@ func clearBatch(tx *bolt.Tx, batch int) (int, error) {
 		if err := cbor.Unmarshal(v, &t); err != nil {
 			return err
 		}
-		if t.Batch == batch {
+		// A held reversal stays: money may have moved, and a person has to settle it.
+		if t.Batch == batch && t.State != StateHeld {
 			ids = append(ids, append([]byte(nil), k...))
 		}
 		return nil
