@@ -107,14 +107,12 @@ func (r *reader) push(b byte) (lineEvent, bool) {
 			return lineEvent{kind: evACK, seq: b}, true
 		}
 	}
-	if r.in && !controls[b] {
+	if r.in && (!controls[b] || b == bDLE) {
+		// Kept up to one byte past the longest frame: enough to know it is too long at ETX,
+		// bounded whatever the line sends (escapes included).
 		if len(r.raw) < maxRaw+1 {
 			r.raw = append(r.raw, b)
 		}
-		return lineEvent{}, false
-	}
-	if r.in && b == bDLE {
-		r.raw = append(r.raw, b)
 		return lineEvent{}, false
 	}
 	if r.in && b == bETX {
