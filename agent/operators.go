@@ -55,7 +55,7 @@ func (a *Agent) Operators() *operator.Store { return a.ops }
 // Authorise takes a supervisor's approval for one operation; its id goes into
 // checkout.Sale.Approval and is used once, within two minutes.
 func (a *Agent) Authorise(ctx context.Context, op payment.Op, code, password string) (string, error) {
-	ap, err := a.ops.Authorise(ctx, termOperation(op), code, password)
+	ap, err := a.ops.Authorise(ctx, op.Operation(), code, password)
 	if err != nil {
 		return "", err
 	}
@@ -77,30 +77,7 @@ func (a *Agent) takeApproval(id string, op payment.Op) bool {
 	defer a.approved.mu.Unlock()
 	ap, ok := a.approved.m[id]
 	delete(a.approved.m, id)
-	return ok && ap.Op == termOperation(op) && time.Since(time.Unix(ap.At, 0)) <= approvalTTL
-}
-
-// termOperation is the configuration's name of an engine operation.
-func termOperation(op payment.Op) termconfig.Operation {
-	switch op {
-	case payment.OpPurchase:
-		return termconfig.OpPayment
-	case payment.OpVoid:
-		return termconfig.OpVoid
-	case payment.OpRefund:
-		return termconfig.OpRefund
-	case payment.OpPreAuth:
-		return termconfig.OpPreAuth
-	case payment.OpPreAuthVoid:
-		return termconfig.OpPreAuthVoid
-	case payment.OpCompletion:
-		return termconfig.OpPreAuthCompletion
-	case payment.OpCompletionVoid:
-		return termconfig.OpPreAuthCompletionVoid
-	case payment.OpBalance:
-		return termconfig.OpBalance
-	}
-	return termconfig.Operation(op)
+	return ok && ap.Op == op.Operation() && time.Since(time.Unix(ap.At, 0)) <= approvalTTL
 }
 
 // operatorRules applies seed 004 §6.2 to a sale: with operator login on, an operator who may
@@ -115,7 +92,7 @@ func (a *Agent) operatorRules(s *checkout.Sale) error {
 		s.Operator = sess.Code
 		a.ops.Touch(sess)
 	}
-	if a.ops.NeedsApproval(termOperation(s.Op)) && !a.takeApproval(s.Approval, s.Op) {
+	if a.ops.NeedsApproval(s.Op.Operation()) && !a.takeApproval(s.Approval, s.Op) {
 		return fmt.Errorf("%w for %s", ErrApprovalRequired, s.Op)
 	}
 	return nil

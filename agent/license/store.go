@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,9 +24,6 @@ var (
 	keyCurrent = []byte("current") // the installed licence, sealed
 	keyAsked   = []byte("asked")   // when a licence was last asked for, unix seconds, sealed
 )
-
-// recordFormat is the first byte of every stored record.
-const recordFormat = 1
 
 // Options configure a Store.
 type Options struct {
@@ -116,14 +112,14 @@ func Open(db *bolt.DB, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("license: %w", err)
 	}
 	if rawAsked != nil {
-		if p, err := unseal(rawAsked); err == nil && len(p) == 8 {
+		if p, err := store.Checked(rawAsked); err == nil && len(p) == 8 {
 			asked = int64(binary.BigEndian.Uint64(p))
 		} else {
 			s.log.Warn("stored last-asked time is unreadable; asking again", "err", err)
 		}
 	}
 	if rawCur != nil {
-		raw, err := unseal(rawCur)
+		raw, err := store.Checked(rawCur)
 		if err != nil {
 			st.invalid = fail(ErrMalformed, err, "stored record")
 		} else {
@@ -169,7 +165,7 @@ func (s *Store) Install(ctx context.Context, raw []byte) (Info, error) {
 	if cur.info != nil && bytes.Equal(cur.raw, raw) {
 		return *cur.info, nil
 	}
-	sealed := seal(raw)
+	sealed := store.Check(raw)
 	if err := s.write(ctx, func(b *bolt.Bucket) error { return b.Put(keyCurrent, sealed) }); err != nil {
 		return Info{}, err
 	}
@@ -283,34 +279,10 @@ func (s *Store) MarkAskedTx(tx *bolt.Tx, t time.Time) error {
 	}
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], uint64(t.Unix()))
-	if err := b.Put(keyAsked, seal(v[:])); err != nil {
+	if err := b.Put(keyAsked, store.Check(v[:])); err != nil {
 		return err
 	}
 	// No lock here: OnCommit runs inside the committer, which an Install may be waiting on.
 	tx.OnCommit(func() { s.asked.Store(t.Unix()) })
 	return nil
-}
-
-// seal frames a payload as [format][SHA-256(payload)][payload]: bbolt checksums only its
-// meta pages, so a record needs its own check to tell flash rot from a licence.
-func seal(payload []byte) []byte {
-	sum := sha256.Sum256(payload)
-	out := make([]byte, 0, 1+len(sum)+len(payload))
-	out = append(out, recordFormat)
-	out = append(out, sum[:]...)
-	return append(out, payload...)
-}
-
-func unseal(raw []byte) ([]byte, error) {
-	switch {
-	case len(raw) < 1+sha256.Size:
-		return nil, fmt.Errorf("%d bytes, too short", len(raw))
-	case raw[0] != recordFormat:
-		return nil, fmt.Errorf("record format %d, want %d", raw[0], recordFormat)
-	}
-	payload := raw[1+sha256.Size:]
-	if sum := sha256.Sum256(payload); !bytes.Equal(sum[:], raw[1:1+sha256.Size]) {
-		return nil, errors.New("checksum mismatch")
-	}
-	return payload, nil
 }

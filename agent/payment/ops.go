@@ -64,11 +64,20 @@ var specs = map[Op]opSpec{
 	OpCompletionVoid: {mti: "0200", proc: "200000", cond: "06", f60: "21", financial: true, needsOrig: true, sameBatch: true},
 }
 
-// termOp is the terminal configuration's name of an operation (allowedOperations).
+// Operation is the terminal configuration's name of an operation (allowedOperations,
+// supervisorApproval).
+func (op Op) Operation() termconfig.Operation {
+	if o, ok := termOp[op]; ok {
+		return o
+	}
+	return termconfig.Operation(op)
+}
+
 var termOp = map[Op]termconfig.Operation{
 	OpBalance: termconfig.OpBalance, OpPurchase: termconfig.OpPayment, OpVoid: termconfig.OpVoid,
 	OpRefund: termconfig.OpRefund, OpPreAuth: termconfig.OpPreAuth, OpPreAuthVoid: termconfig.OpPreAuthVoid,
 	OpCompletion: termconfig.OpPreAuthCompletion, OpCompletionVoid: termconfig.OpPreAuthCompletionVoid,
+	OpOffline: termconfig.OpOfflineSale, OpAdjustment: termconfig.OpTipAdjust,
 }
 
 // ready checks what every host operation needs: a licence, a signed-in terminal, a host.
@@ -97,7 +106,7 @@ func allowed(doc *termconfig.Document, op Op) bool {
 	if len(doc.AllowedOperations) == 0 {
 		return true
 	}
-	return slices.Contains(doc.AllowedOperations, termOp[op])
+	return slices.Contains(doc.AllowedOperations, op.Operation())
 }
 
 // Do runs one card operation against the host and returns its transaction: approved

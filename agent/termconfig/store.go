@@ -2,7 +2,6 @@ package termconfig
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/tmsproto"
 	bolt "go.etcd.io/bbolt"
 )
@@ -22,10 +22,6 @@ var (
 	keyPrevious  = []byte("previous")
 	keyHighWater = []byte("highWater")
 )
-
-// recordFormat is the first byte of every stored record; a different value is corruption (or
-// a newer agent's format, which this one cannot read either way).
-const recordFormat = 1
 
 // StaleError is returned by Apply for a document that does not move the configuration
 // forward: a lower version, a version already used, or the active version with other content.
@@ -139,7 +135,7 @@ func (st *state) load(b *bolt.Bucket) error {
 	if st.active, st.activeEnc, err = loadDocument(rawA); err != nil {
 		return &CorruptError{Key: string(keyActive), Err: err}
 	}
-	high, err := unseal(rawH)
+	high, err := store.Checked(rawH)
 	if err == nil && len(high) != 8 {
 		err = fmt.Errorf("%d bytes, want 8", len(high))
 	}
@@ -164,7 +160,7 @@ func (st *state) load(b *bolt.Bucket) error {
 // loadDocument verifies and decodes a stored document record. The result owns its memory:
 // bbolt's slices die with the transaction.
 func loadDocument(raw []byte) (*Document, []byte, error) {
-	payload, err := unseal(raw)
+	payload, err := store.Checked(raw)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -174,32 +170,6 @@ func loadDocument(raw []byte) (*Document, []byte, error) {
 		return nil, nil, err
 	}
 	return &d, enc, nil
-}
-
-// seal frames a payload as [format][SHA-256(payload)][payload]. bbolt checksums only its meta
-// pages, so data pages need their own check to tell flash rot from a configuration.
-func seal(payload []byte) []byte {
-	sum := sha256.Sum256(payload)
-	out := make([]byte, 0, 1+len(sum)+len(payload))
-	out = append(out, recordFormat)
-	out = append(out, sum[:]...)
-	return append(out, payload...)
-}
-
-func unseal(raw []byte) ([]byte, error) {
-	switch {
-	case raw == nil:
-		return nil, errors.New("missing")
-	case len(raw) < 1+sha256.Size:
-		return nil, fmt.Errorf("%d bytes, too short", len(raw))
-	case raw[0] != recordFormat:
-		return nil, fmt.Errorf("record format %d, want %d", raw[0], recordFormat)
-	}
-	payload := raw[1+sha256.Size:]
-	if sum := sha256.Sum256(payload); !bytes.Equal(sum[:], raw[1:1+sha256.Size]) {
-		return nil, errors.New("checksum mismatch")
-	}
-	return payload, nil
 }
 
 // Active returns the document in force (the factory one if none was applied). It is shared:
@@ -288,18 +258,18 @@ func (s *Store) commit(next *state) error {
 		if err != nil {
 			return err
 		}
-		if err := b.Put(keyActive, seal(next.activeEnc)); err != nil {
+		if err := b.Put(keyActive, store.Check(next.activeEnc)); err != nil {
 			return err
 		}
 		if next.previous != nil {
-			err = b.Put(keyPrevious, seal(next.prevEnc))
+			err = b.Put(keyPrevious, store.Check(next.prevEnc))
 		} else {
 			err = b.Delete(keyPrevious)
 		}
 		if err != nil {
 			return err
 		}
-		return b.Put(keyHighWater, seal(high[:]))
+		return b.Put(keyHighWater, store.Check(high[:]))
 	})
 	if err != nil {
 		return fmt.Errorf("termconfig: store: %w", err)

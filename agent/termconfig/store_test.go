@@ -282,10 +282,10 @@ func TestStoreDetectsCorruption(t *testing.T) {
 		{"high-water below active", keyHighWater, func([]byte) []byte {
 			var b [8]byte
 			binary.BigEndian.PutUint64(b[:], 1)
-			return seal(b[:])
+			return store.Check(b[:])
 		}, "highWater"},
-		{"previous not older", keyPrevious, func([]byte) []byte { return seal(mustEncode(t, docFor(t, 9))) }, "previous"},
-		{"active not a document", keyActive, func([]byte) []byte { return seal([]byte{0xa1, 0x61, 'x', 0x01}) }, "active"},
+		{"previous not older", keyPrevious, func([]byte) []byte { return store.Check(mustEncode(t, docFor(t, 9))) }, "previous"},
+		{"active not a document", keyActive, func([]byte) []byte { return store.Check([]byte{0xa1, 0x61, 'x', 0x01}) }, "active"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
