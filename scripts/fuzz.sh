@@ -34,8 +34,9 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 # Go's fuzzer sometimes reports the end of -fuzztime itself as a failure ("context deadline
-# exceeded") without any failing input. Such a run is tried once more; a real failure writes its
-# input under testdata/fuzz/ and says so, and is never retried.
+# exceeded") without any failing input — on a loaded 2-core machine, a few times per run of all
+# targets. Such a run is tried again, up to twice; a real failure writes its input under
+# testdata/fuzz/ and says so, and is never retried.
 fuzz_once() {
 	local pkg=$1 name=$2 out
 	out=$(mktemp)
@@ -57,11 +58,12 @@ for t in "${targets[@]}"; do
 	echo "-- $name ($pkg, $FUZZTIME)"
 	rc=0
 	fuzz_once "$pkg" "$name" || rc=$?
-	if [ $rc -eq 2 ]; then
-		echo "-- $name: the fuzzer's own deadline flake, trying once more"
+	for retry in 1 2; do
+		[ $rc -eq 2 ] || break
+		echo "-- $name: the fuzzer's own deadline flake, trying again ($retry of 2)"
 		rc=0
 		fuzz_once "$pkg" "$name" || rc=$?
-	fi
+	done
 	if [ $rc -ne 0 ]; then
 		failed+=("$pkg $name")
 	fi
