@@ -2,10 +2,11 @@ package hostsim
 
 import (
 	"crypto/cipher"
-	"crypto/des"
 	"errors"
 	"fmt"
 	"io"
+
+	keytdes "github.com/posagent/posagent/keystore/tdes"
 
 	"github.com/posagent/posagent/keystore/kcv"
 	"github.com/posagent/posagent/keystore/mac"
@@ -14,17 +15,11 @@ import (
 
 // tdes is DES for an 8-byte key, TDES (K1K2K1) for 16 bytes, TDES for 24.
 func tdes(key []byte) (cipher.Block, error) {
-	switch len(key) {
-	case 8:
-		return des.NewCipher(key)
-	case 16:
-		k := make([]byte, 0, 24)
-		k = append(append(k, key...), key[:8]...)
-		return des.NewTripleDESCipher(k)
-	case 24:
-		return des.NewTripleDESCipher(key)
+	b, err := keytdes.New(key)
+	if err != nil {
+		return nil, fmt.Errorf("hostsim: key length %d", len(key))
 	}
-	return nil, fmt.Errorf("hostsim: key length %d", len(key))
+	return b, nil
 }
 
 // ecb encrypts or decrypts whole 8-byte blocks.

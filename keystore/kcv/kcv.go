@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/posagent/posagent/keystore/tdes"
+
 	"github.com/posagent/posagent/keystore/cmac"
 )
 
@@ -29,21 +31,9 @@ func TDES(key []byte, n int) ([]byte, error) {
 	if n < 1 || n > des.BlockSize {
 		return nil, fmt.Errorf("%w: %d bytes for TDES", ErrCheckLength, n)
 	}
-	k := make([]byte, 0, 24)
-	switch len(key) {
-	case 8:
-		k = append(append(append(k, key...), key...), key...)
-	case 16:
-		k = append(append(k, key...), key[:8]...)
-	case 24:
-		k = append(k, key...)
-	default:
-		return nil, fmt.Errorf("%w: %d bytes for TDES", ErrKeyLength, len(key))
-	}
-	defer clear(k)
-	b, err := des.NewTripleDESCipher(k)
+	b, err := tdes.New(key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyLength, err)
+		return nil, fmt.Errorf("%w: %d bytes for TDES", ErrKeyLength, len(key))
 	}
 	out := make([]byte, des.BlockSize)
 	b.Encrypt(out, out)

@@ -12,6 +12,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+
+	"github.com/posagent/posagent/keystore/tdes"
 )
 
 // ErrKeyLength is returned for a key of a length the algorithm does not allow.
@@ -89,24 +91,7 @@ func UnionPayECB(key, data []byte) ([]byte, error) {
 
 // blockCipher is DES for an 8-byte key and TDES (K3 = K1 for 16 bytes) for 16 or 24 bytes.
 func blockCipher(key []byte) (cipher.Block, error) {
-	var k [24]byte
-	defer clear(k[:])
-	switch len(key) {
-	case 8:
-		b, err := des.NewCipher(key)
-		if err != nil {
-			return nil, ErrKeyLength
-		}
-		return b, nil
-	case 16:
-		copy(k[:], key)
-		copy(k[16:], key[:8])
-	case 24:
-		copy(k[:], key)
-	default:
-		return nil, ErrKeyLength
-	}
-	b, err := des.NewTripleDESCipher(k[:])
+	b, err := tdes.New(key)
 	if err != nil {
 		return nil, ErrKeyLength
 	}

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/posagent/posagent/keystore/tdes"
+
 	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/keystore"
 	"github.com/posagent/posagent/keystore/kcv"
@@ -423,23 +425,11 @@ func describe(slot int, r *record) (keystore.Key, error) {
 	}, nil
 }
 
-// tdesCipher is TDES for a 16- or 24-byte key (K3 = K1 for 16) and DES as K1 = K2 = K3 for
-// an 8-byte one.
+// tdesCipher is the TDES cipher of a key (see keystore/tdes), with the keystore's error.
 func tdesCipher(key []byte) (cipher.Block, error) {
-	var k [24]byte
-	defer clear(k[:])
-	switch len(key) {
-	case 8:
-		copy(k[:], key)
-		copy(k[8:], key)
-		copy(k[16:], key)
-	case 16:
-		copy(k[:], key)
-		copy(k[16:], key[:8])
-	case 24:
-		copy(k[:], key)
-	default:
+	b, err := tdes.New(key)
+	if err != nil {
 		return nil, fmt.Errorf("%w: TDES key of %d bytes", keystore.ErrBadLength, len(key))
 	}
-	return des.NewTripleDESCipher(k[:])
+	return b, nil
 }

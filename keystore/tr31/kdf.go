@@ -3,8 +3,9 @@ package tr31
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/des"
 	"fmt"
+
+	"github.com/posagent/posagent/keystore/tdes"
 
 	"github.com/posagent/posagent/keystore/cmac"
 )
@@ -88,20 +89,18 @@ func deriveKeys(version byte, kbpk []byte) (keys, error) {
 	return k, nil
 }
 
-// newBlock is TDES for version B (a 16-byte key is K1K2K1) and AES for D.
+// newBlock is TDES for version B (a 16-byte key is K1K2K1; a single-length DES key is no
+// key block protection key) and AES for D.
 func newBlock(version byte, key []byte) (cipher.Block, error) {
 	var (
 		b   cipher.Block
 		err error
 	)
 	if version == 'B' {
-		k := make([]byte, 0, 24)
-		k = append(k, key...)
-		if len(key) == 16 {
-			k = append(k, key[:8]...)
+		if len(key) == 8 {
+			return nil, fmt.Errorf("%w: single-length DES", ErrKBPK)
 		}
-		b, err = des.NewTripleDESCipher(k)
-		clear(k)
+		b, err = tdes.New(key)
 	} else {
 		b, err = aes.NewCipher(key)
 	}
