@@ -51,7 +51,13 @@ type opSpec struct {
 	financial            bool // journaled and reversed when in doubt
 	needsOrig            bool
 	sameBatch            bool // the original must be in this batch
+	needsPIN             bool // refused without an online PIN block
 }
+
+// The profile defines no 60.1 codes for cash withdrawal and top-up; "26" and "28" are this
+// terminal's, chosen apart from every code above and from the offline ones (30, 32, 34) so
+// that a host log tells them from the rest. The host recognises both by their processing
+// code (docs/hostsim.md).
 
 var specs = map[Op]opSpec{
 	OpBalance:        {mti: "0200", proc: "310000", cond: "00", f60: "01"},
@@ -62,6 +68,10 @@ var specs = map[Op]opSpec{
 	OpPreAuthVoid:    {mti: "0100", proc: "200000", cond: "06", f60: "11", financial: true, needsOrig: true},
 	OpCompletion:     {mti: "0200", proc: "000000", cond: "06", f60: "20", financial: true, needsOrig: true},
 	OpCompletionVoid: {mti: "0200", proc: "200000", cond: "06", f60: "21", financial: true, needsOrig: true, sameBatch: true},
+	// Cash leaves the drawer on an approval alone, so the cardholder must prove the account is
+	// theirs; a top-up only adds money and needs no PIN.
+	OpCashWithdrawal: {mti: "0200", proc: "010000", cond: "00", f60: "26", financial: true, needsPIN: true},
+	OpTopUp:          {mti: "0200", proc: "280000", cond: "00", f60: "28", financial: true},
 }
 
 // Operation is the terminal configuration's name of an operation (allowedOperations,
@@ -78,6 +88,7 @@ var termOp = map[Op]termconfig.Operation{
 	OpRefund: termconfig.OpRefund, OpPreAuth: termconfig.OpPreAuth, OpPreAuthVoid: termconfig.OpPreAuthVoid,
 	OpCompletion: termconfig.OpPreAuthCompletion, OpCompletionVoid: termconfig.OpPreAuthCompletionVoid,
 	OpOffline: termconfig.OpOfflineSale, OpAdjustment: termconfig.OpTipAdjust,
+	OpCashWithdrawal: termconfig.OpCashWithdrawal, OpTopUp: termconfig.OpTopUp,
 }
 
 // ready checks what every host operation needs: a licence, a signed-in terminal, a host.
@@ -115,6 +126,9 @@ func (e *Engine) Do(ctx context.Context, r Request) (*Txn, error) {
 	spec, ok := specs[r.Op]
 	if !ok {
 		return nil, fmt.Errorf("%w: operation %q", ErrBadRequest, r.Op)
+	}
+	if spec.needsPIN && len(r.PINBlock) != 8 {
+		return nil, fmt.Errorf("%w: %s needs the cardholder's PIN", ErrBadRequest, r.Op)
 	}
 	e.opMu.Lock()
 	defer e.opMu.Unlock()

@@ -19,6 +19,11 @@ const (
 	OpCompletionVoid Op = "completion.void"
 	OpOffline        Op = "offline"    // offline settlement, uploaded later
 	OpAdjustment     Op = "adjustment" // settlement adjustment (tip), uploaded later
+	// OpCashWithdrawal gives the cardholder cash from the account (0200, 01xxxx, PIN
+	// required); OpTopUp pays money into the cardholder's account (0200, 28xxxx). Both are
+	// reversed when in doubt and cancelled by CancelLast; neither can be voided or refunded.
+	OpCashWithdrawal Op = "cashWithdrawal"
+	OpTopUp          Op = "topUp"
 )
 
 // State is where a transaction is.
@@ -96,20 +101,21 @@ type OrigRef struct {
 }
 
 // Debit reports whether an approved transaction counts in the debit totals of a settlement:
-// purchase, completion, offline settlement and adjustment (seed 004 §6.3.2).
+// purchase, completion, offline settlement and adjustment (seed 004 §6.3.2), and cash
+// withdrawal, which takes money from the cardholder's account like a purchase.
 func (t *Txn) Debit() bool {
 	switch t.Op {
-	case OpPurchase, OpCompletion, OpOffline, OpAdjustment:
+	case OpPurchase, OpCompletion, OpOffline, OpAdjustment, OpCashWithdrawal:
 		return true
 	}
 	return false
 }
 
 // Credit reports whether it counts in the credit totals: refund, purchase void, completion
-// void.
+// void, and top-up, which puts money into the cardholder's account like a refund.
 func (t *Txn) Credit() bool {
 	switch t.Op {
-	case OpRefund, OpVoid, OpCompletionVoid:
+	case OpRefund, OpVoid, OpCompletionVoid, OpTopUp:
 		return true
 	}
 	return false

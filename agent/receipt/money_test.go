@@ -39,7 +39,7 @@ func TestFormatAmount(t *testing.T) {
 func TestLabelTablesComplete(t *testing.T) {
 	for _, l := range Languages() {
 		lb := labelsFor(l)
-		if len(lb.ops) != 10 || len(lb.short) != 10 || len(lb.entries) != 4 {
+		if len(lb.ops) != 12 || len(lb.short) != 12 || len(lb.entries) != 4 {
 			t.Errorf("%s: %d ops, %d short, %d entries", l, len(lb.ops), len(lb.short), len(lb.entries))
 		}
 		for op, s := range lb.short {

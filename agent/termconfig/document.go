@@ -478,6 +478,9 @@ type ECRSettings struct {
 	ServerCertificate  string   `cbor:"serverCertificate,omitempty" json:"serverCertificate,omitempty"`
 	Port               uint16   `cbor:"port,omitempty" json:"port,omitempty"`
 	AllowedNetworks    []string `cbor:"allowedNetworks,omitempty" json:"allowedNetworks,omitempty"`
+	// CollectTimeoutSec is how long a successful card operation waits for its cash register
+	// to collect the result before the terminal reverses it (seed 002); 0: 180 s.
+	CollectTimeoutSec uint16 `cbor:"collectTimeoutSec,omitempty" json:"collectTimeoutSec,omitempty"`
 }
 
 // Allows reports whether op is among the allowed operations.

@@ -754,6 +754,9 @@ func (c *checker) ecr(d *Document, certs map[string]CertUsage) {
 		c.add(path+"serverCertificate", "only used in protectedMode")
 	}
 	c.certRef(path+"serverCertificate", e.ServerCertificate, CertServer, certs)
+	if e.CollectTimeoutSec != 0 {
+		c.rangeU(path+"collectTimeoutSec", uint64(e.CollectTimeoutSec), 30, 3600)
+	}
 	if c.list(path+"allowedNetworks", len(e.AllowedNetworks), maxNetworks) {
 		for i, n := range e.AllowedNetworks {
 			if pfx, err := netip.ParsePrefix(n); err != nil || pfx != pfx.Masked() {

@@ -99,7 +99,8 @@ type Rules struct {
 // QRConfig configures the simulated QR wallet.
 type QRConfig struct {
 	// PayDelay is when the simulated customer pays (or cancels) after the order is made
-	// (default 3 s; negative: never — the order expires).
+	// (default 3 s; negative: never — the order expires). The customer scans the code (status
+	// scanned) half-way there.
 	PayDelay Duration `json:"payDelay,omitempty"`
 	// Expiry is when an unpaid order expires (default 2 min).
 	Expiry Duration `json:"expiry,omitempty"`

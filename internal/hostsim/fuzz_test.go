@@ -33,6 +33,9 @@ func seedFrames(tb testing.TB, mak []byte) [][]byte {
 		{&iso8583.Msg{MTI: "0820", STAN: 9, TID: testTID, MID: testMID, F60: f60("00", "301")}, false},
 		{&iso8583.Msg{MTI: "0820", STAN: 10, TID: testTID, MID: testMID, F62: []byte("010011"), F60: f60("00", "362")}, false},
 		{&iso8583.Msg{MTI: "0800", STAN: 11, TID: testTID, MID: testMID, F60: f60("00", "360")}, false},
+		{&iso8583.Msg{MTI: "0200", ProcCode: "010000", Amount: 300, HasAmount: true, STAN: 12, PAN: panDebit, TID: testTID, MID: testMID, Currency: "156", F60: f60("26", "000")}, true},
+		{&iso8583.Msg{MTI: "0200", ProcCode: "280000", Amount: 200, HasAmount: true, STAN: 13, PAN: panDebit, TID: testTID, MID: testMID, Currency: "156", F60: f60("28", "000")}, true},
+		{&iso8583.Msg{MTI: "0400", ProcCode: "280000", Amount: 200, HasAmount: true, STAN: 13, PAN: panDebit, TID: testTID, MID: testMID, F60: f60("28", "000")}, true},
 	}
 	var out [][]byte
 	for _, x := range msgs {

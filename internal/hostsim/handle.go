@@ -223,6 +223,10 @@ func classify(req *iso8583.Msg) (string, bool) {
 		switch pc {
 		case "31":
 			return OpBalance, true
+		case "01":
+			return OpCashWithdrawal, true
+		case "28":
+			return OpTopUp, true
 		case "00":
 			if pre || req.F60.Type == "20" {
 				return OpCompletion, true
@@ -335,7 +339,7 @@ func (s *Server) authorise(op string, e *Entry, req, ans *iso8583.Msg, now time.
 		return RCFormat
 	}
 	switch op {
-	case OpBalance, OpPurchase, OpPreAuth, OpOffline:
+	case OpBalance, OpPurchase, OpPreAuth, OpOffline, OpCashWithdrawal, OpTopUp:
 		pan, exp := cardOf(req)
 		if pan == "" {
 			return RCFormat
@@ -366,9 +370,17 @@ func (s *Server) authorise(op string, e *Entry, req, ans *iso8583.Msg, now time.
 			}
 		}
 		st := s.st.Accounts[pan]
-		if op == OpBalance {
+		switch op {
+		case OpBalance:
 			ans.Balance = balanceField(st.Balance-st.Held, req.Currency, s.cfg.Rules.Currency)
 			e.Amount = 0
+			return RCApproved
+		case OpTopUp:
+			// Money in: no funds to check, but the limits hold as for any amount.
+			if s.overLimit(a, req.Amount) {
+				return RCOverLimit
+			}
+			st.Balance += req.Amount
 			return RCApproved
 		}
 		if op != OpOffline {
@@ -513,7 +525,7 @@ func (s *Server) findOrig(tid string, req *iso8583.Msg) *Entry {
 	if req.RRN != "" {
 		for i := len(s.st.Entries) - 1; i >= 0; i-- {
 			o := s.st.Entries[i]
-			if o.TID == tid && o.RRN == req.RRN && o.State != StateDeclined && o.Op != OpQR {
+			if o.TID == tid && o.RRN == req.RRN && o.State != StateDeclined && !isQR(o.Op) {
 				return o
 			}
 		}
@@ -620,8 +632,10 @@ func (s *Server) undo(e *Entry) {
 		o = s.idx[tkey{e.TID, e.Orig.Batch, e.Orig.Trace}]
 	}
 	switch e.Op {
-	case OpPurchase, OpOffline, OpAdjustment:
+	case OpPurchase, OpOffline, OpAdjustment, OpCashWithdrawal:
 		bal(e.Amount)
+	case OpTopUp:
+		bal(-e.Amount)
 	case OpPreAuth:
 		held(-e.Amount)
 	case OpCompletion:
@@ -740,7 +754,7 @@ func (s *Server) upload(h iso8583.Header, ts *termState, req, ans *iso8583.Msg, 
 	var o *Entry
 	if req.RRN != "" {
 		for _, e := range s.st.Entries {
-			if e.TID == req.TID && e.RRN == req.RRN && e.Op != OpQR {
+			if e.TID == req.TID && e.RRN == req.RRN && !isQR(e.Op) {
 				o = e
 				break
 			}
@@ -765,8 +779,13 @@ func (s *Server) upload(h iso8583.Header, ts *termState, req, ans *iso8583.Msg, 
 	e := &Entry{TID: req.TID, Batch: batch, Trace: req.STAN, Op: OpPurchase, MTI: req.MTI, Proc: req.ProcCode,
 		PAN: pan, Amount: req.Amount, Currency: req.Currency, State: StateUploaded, RespCode: RCApproved,
 		RRN: req.RRN, AuthCode: req.AuthCode, Org: req.F63, Time: now, Test: h.Test(), Uploaded: true}
-	if strings.HasPrefix(req.ProcCode, "20") {
+	switch {
+	case strings.HasPrefix(req.ProcCode, "20"):
 		e.Op = OpRefund
+	case strings.HasPrefix(req.ProcCode, "01"):
+		e.Op = OpCashWithdrawal
+	case strings.HasPrefix(req.ProcCode, "28"):
+		e.Op = OpTopUp
 	}
 	if a := s.accts[pan]; a != nil {
 		e.Domestic, e.Org = a.Domestic, a.Org

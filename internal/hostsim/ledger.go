@@ -23,8 +23,15 @@ const (
 	OpCompletionVoid = "completion.void"
 	OpOffline        = "offline"
 	OpAdjustment     = "adjustment"
-	OpQR             = "qr" // a paid QR order (not in the ISO 8583 batch totals)
+	OpCashWithdrawal = "cashWithdrawal" // 0200, 01xxxx: cash out of the cardholder's account
+	OpTopUp          = "topUp"          // 0200, 28xxxx: money into the cardholder's account
+	OpQR             = "qr"             // a paid QR order (not in the ISO 8583 batch totals)
+	OpQRRefund       = "qr.refund"      // a refund of a paid QR order (not in the batch totals)
 )
+
+// isQR: an entry of the QR host, which has no trace number and no place in the ISO 8583
+// batch.
+func isQR(op string) bool { return op == OpQR || op == OpQRRefund }
 
 // States of ledger entries.
 const (
@@ -64,23 +71,25 @@ type Entry struct {
 	Time     time.Time `json:"time"`
 	Test     bool      `json:"test,omitempty"` // sent with the test terminal state in the header
 	Uploaded bool      `json:"uploaded,omitempty"`
-	OrderID  string    `json:"orderId,omitempty"` // QR order
+	OrderID  string    `json:"orderId,omitempty"`  // QR order
+	RefundID string    `json:"refundId,omitempty"` // QR refund
 }
 
 // Debit reports whether the entry counts in the debit totals of a settlement when in
-// effect (purchase, completion, offline settlement, adjustment).
+// effect (purchase, completion, offline settlement, adjustment, cash withdrawal).
 func (e *Entry) Debit() bool {
 	switch e.Op {
-	case OpPurchase, OpCompletion, OpOffline, OpAdjustment:
+	case OpPurchase, OpCompletion, OpOffline, OpAdjustment, OpCashWithdrawal:
 		return true
 	}
 	return false
 }
 
-// Credit reports whether it counts in the credit totals (refund, void, completion void).
+// Credit reports whether it counts in the credit totals (refund, void, completion void,
+// top-up).
 func (e *Entry) Credit() bool {
 	switch e.Op {
-	case OpRefund, OpVoid, OpCompletionVoid:
+	case OpRefund, OpVoid, OpCompletionVoid, OpTopUp:
 		return true
 	}
 	return false
@@ -183,7 +192,7 @@ type tkey struct {
 func (s *Server) index() {
 	s.idx = map[tkey]*Entry{}
 	for _, e := range s.st.Entries {
-		if e.Op != OpQR {
+		if !isQR(e.Op) {
 			s.idx[tkey{e.TID, e.Batch, e.Trace}] = e
 		}
 	}
@@ -290,9 +299,10 @@ func (s *Server) Entry(tid string, batch, trace int) (Entry, bool) {
 }
 
 // Charged is the net money the terminal's transactions moved from cardholders to the
-// merchant: debits in effect (purchase, completion, offline, adjustment, paid QR orders)
-// minus credits in effect (void, completion void, refund). Declined, reversed and
-// upload-only entries count nothing; pre-authorisations are holds, not money.
+// merchant: debits in effect (purchase, completion, offline, adjustment, cash withdrawal,
+// paid QR orders) minus credits in effect (void, completion void, refund, top-up, QR
+// refunds). Declined, reversed and upload-only entries count nothing; pre-authorisations are
+// holds, not money.
 func (s *Server) Charged(tid string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -304,7 +314,7 @@ func (s *Server) Charged(tid string) int64 {
 		switch {
 		case e.Debit(), e.Op == OpQR:
 			n += e.Amount
-		case e.Credit():
+		case e.Credit(), e.Op == OpQRRefund:
 			n -= e.Amount
 		}
 	}
@@ -348,7 +358,7 @@ func (s *Server) BatchTotals(tid string, batch int) iso8583.Totals {
 func (s *Server) batchTotalsLocked(tid string, batch int) iso8583.Totals {
 	var t iso8583.Totals
 	for _, e := range s.st.Entries {
-		if e.TID != tid || e.Batch != batch || e.Op == OpQR || !e.inEffect() {
+		if e.TID != tid || e.Batch != batch || isQR(e.Op) || !e.inEffect() {
 			continue
 		}
 		switch {
