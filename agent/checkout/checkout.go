@@ -30,7 +30,52 @@ var (
 	ErrCancelled = errors.New("checkout: cancelled by the cardholder")
 	ErrCardRead  = errors.New("checkout: the card could not be read")
 	ErrUseChip   = errors.New("checkout: chip card swiped: insert it")
+	// ErrVetoed: the Sale's Progress callback stopped the operation before the host; the
+	// callback's own error is wrapped too.
+	ErrVetoed = errors.New("checkout: stopped by the caller")
 )
+
+// Stage is how far an operation has come: what a cash register shows as its sub-status.
+type Stage int
+
+// Stages, in the order an operation passes them; a stage an operation does not need (the
+// PIN of a contactless tap under the CVM limit) is skipped.
+const (
+	// StageWaitCard: the prompt is on the pad and the reader waits for a card.
+	StageWaitCard Stage = iota + 1
+	// StageCardRead: a card was read; Progress.CardMask and Entry are set from here on.
+	StageCardRead
+	// StageWaitPIN: the cardholder is asked for the PIN on the pad.
+	StageWaitPIN
+	// StageHost: the exchange with the host begins. From here the operation cannot be
+	// stopped without a reversal, which is the engine's business.
+	StageHost
+)
+
+func (s Stage) String() string {
+	switch s {
+	case StageWaitCard:
+		return "waitCard"
+	case StageCardRead:
+		return "cardRead"
+	case StageWaitPIN:
+		return "waitPIN"
+	case StageHost:
+		return "host"
+	}
+	return "Stage(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Progress reports a stage of an operation to the one who asked for it.
+type Progress struct {
+	Stage Stage
+	// CardMask is the card number masked to its first 6 and last 4 digits (from
+	// StageCardRead on; empty before, and for operations without a card).
+	CardMask string
+	// Entry is the PAN entry mode (field 22's first two digits): "05" chip, "07"
+	// contactless, "02" stripe. Set with CardMask.
+	Entry string
+}
 
 // Options configure a Checkout.
 type Options struct {
@@ -82,6 +127,27 @@ type Sale struct {
 	// NoCard runs an operation on an original without presenting the card (a void when the
 	// configuration does not require a swipe).
 	NoCard bool
+	// Progress, when set, is called synchronously at each stage the operation reaches, on
+	// the goroutine running it: it should return quickly. An error returned at
+	// StageWaitCard, StageCardRead or StageWaitPIN stops the operation before anything
+	// reaches the host (Run returns it wrapped with ErrVetoed) — a cash register refuses a
+	// card here, or gives up because the customer paid otherwise. What it returns at
+	// StageHost is ignored: the exchange has begun. An operation with NoCard reports
+	// StageHost only.
+	Progress func(Progress) error
+}
+
+// CardData is what "read card data" gives: enough to recognise the card, never its full
+// number or track data.
+type CardData struct {
+	Mask   string // the card number, first 6 and last 4 digits
+	Expiry string // YYMM
+	Entry  string // "05" chip, "07" contactless, "02" stripe
+	// Scheme is the scheme of the configuration's BIN range the card falls in; empty when
+	// none does.
+	Scheme   string
+	AppLabel string // chip and contactless only
+	AID      string // chip and contactless only, upper-case hex
 }
 
 // needsPIN says whether an operation asks the cardholder's PIN (online PIN, UnionPay
@@ -90,13 +156,29 @@ func needsPIN(op payment.Op, doc *termconfig.Document) bool {
 	switch op {
 	case payment.OpPurchase, payment.OpBalance, payment.OpPreAuth:
 		return true
+	case payment.OpCashWithdrawal:
+		return true
+	case payment.OpTopUp:
+		return false // money onto the card, like a refund
 	case payment.OpVoid, payment.OpCompletionVoid, payment.OpPreAuthVoid:
 		return doc.HostParameters.PINRequiredForVoid
 	}
 	return false
 }
 
-// Run presents the operation to the cardholder and carries it out.
+// askPIN says whether this operation with this card asks the PIN: as needsPIN says, except a
+// contactless tap under the CVM limit. Cash is handed over on the approval alone, so a
+// withdrawal asks the PIN however the card came (the engine refuses one without it).
+func askPIN(op payment.Op, doc *termconfig.Document, entry string, amount int64) bool {
+	if !needsPIN(op, doc) {
+		return false
+	}
+	return op == payment.OpCashWithdrawal || entry != "07" || cvmRequired(doc, amount)
+}
+
+// Run presents the operation to the cardholder and carries it out. The end of ctx before
+// the host exchange stops it there (the error wraps ctx.Err()); the reader is switched off
+// and a PIN entry on the pad cancelled.
 func (c *Checkout) Run(ctx context.Context, s Sale) (*payment.Txn, error) {
 	doc := c.o.Config()
 	// A terminal that cannot send the operation does not ask for the card (and the PIN)
@@ -109,22 +191,39 @@ func (c *Checkout) Run(ctx context.Context, s Sale) (*payment.Txn, error) {
 	}
 	req := payment.Request{Op: s.Op, Amount: s.Amount, OrigID: s.OrigID, Orig: s.Orig, Operator: s.Operator, ECR: s.ECR}
 	pad := c.o.Pad()
+	var prog Progress
+	fail := func(err error) (*payment.Txn, error) {
+		c.show(ctx, pad, "", messageFor(err))
+		return nil, err
+	}
 	if !s.NoCard {
-		card, err := c.readCard(ctx, doc, s)
+		card, err := c.readCard(ctx, doc, s, amountLine(s.Amount))
 		if err != nil {
-			c.show(ctx, pad, "", messageFor(err))
-			return nil, err
+			return fail(err)
 		}
 		req.Card = card
-		if needsPIN(s.Op, doc) && !(card.Entry == "07" && !cvmRequired(doc, s.Amount)) {
+		prog = Progress{Stage: StageCardRead, CardMask: payment.MaskPAN(card.PAN), Entry: card.Entry}
+		if err := report(s, prog); err != nil {
+			return fail(err)
+		}
+		if askPIN(s.Op, doc, card.Entry, s.Amount) {
+			prog.Stage = StageWaitPIN
+			if err := report(s, prog); err != nil {
+				return fail(err)
+			}
 			block, err := c.pin(ctx, doc, pad, card.PAN, s.Amount)
 			if err != nil {
-				c.show(ctx, pad, "", messageFor(err))
-				return nil, err
+				return fail(err)
 			}
 			req.PINBlock = block
 		}
 	}
+	// The last moment the operation can still be dropped without a trace at the host.
+	if ctx.Err() != nil {
+		return fail(stopped(ctx, "before the host"))
+	}
+	prog.Stage = StageHost
+	_ = report(s, prog)
 	c.show(ctx, pad, amountLine(s.Amount), "Processing...")
 	t, err := c.o.Engine.Do(ctx, req)
 	l1, l2 := amountLine(s.Amount), outcome(t, err)
@@ -138,8 +237,57 @@ func (c *Checkout) Run(ctx context.Context, s Sale) (*payment.Txn, error) {
 	return t, err
 }
 
-// readCard waits for a card on any interface and reads it.
-func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sale) (*payment.Card, error) {
+// ReadCard waits for a card and reads it as a sale would (the interfaces the configuration
+// allows for s.Amount, the Progress callbacks of StageWaitCard and StageCardRead), then stops:
+// no PIN, nothing to the host, no sign-in needed. s.Op and s.Amount shape the chip read
+// (EMV 9C and 9F02) as they would for that operation; other fields are not used.
+func (c *Checkout) ReadCard(ctx context.Context, s Sale) (CardData, error) {
+	doc := c.o.Config()
+	pad := c.o.Pad()
+	l1 := "Read card"
+	if s.Amount > 0 {
+		l1 = amountLine(s.Amount)
+	}
+	card, err := c.readCard(ctx, doc, s, l1)
+	if err == nil {
+		err = report(s, Progress{Stage: StageCardRead, CardMask: payment.MaskPAN(card.PAN), Entry: card.Entry})
+	}
+	if err != nil {
+		c.show(ctx, pad, "", messageFor(err))
+		return CardData{}, err
+	}
+	d := CardData{Mask: payment.MaskPAN(card.PAN), Expiry: card.Expiry, Entry: card.Entry, AppLabel: card.AppLabel, AID: card.AID}
+	if r, ok := doc.LookupBIN(card.PAN); ok {
+		d.Scheme = string(r.Scheme)
+	}
+	c.show(ctx, pad, d.Mask, "Card read")
+	return d, nil
+}
+
+// report calls the sale's Progress callback; its error is the veto.
+func report(s Sale, p Progress) error {
+	if s.Progress == nil {
+		return nil
+	}
+	if err := s.Progress(p); err != nil {
+		return fmt.Errorf("%w at %s: %w", ErrVetoed, p.Stage, err)
+	}
+	return nil
+}
+
+// stopped is the error of an operation whose ctx ended: ctx.Err() and, when one was given,
+// the cause.
+func stopped(ctx context.Context, where string) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return fmt.Errorf("checkout: stopped %s: %w: %w", where, err, cause)
+	}
+	return fmt.Errorf("checkout: stopped %s: %w", where, err)
+}
+
+// readCard waits for a card on any interface and reads it; l1 is the first line of the
+// prompt on the pad.
+func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sale, l1 string) (*payment.Card, error) {
 	r := c.o.Reader()
 	if r == nil {
 		return nil, ErrNoReader
@@ -153,19 +301,22 @@ func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sal
 	if !contactlessAllowed(doc, s.Amount) {
 		ifaces, prompt = cardreader.Contact|cardreader.Magstripe, "Insert/swipe"
 	}
-	c.show(ctx, c.o.Pad(), amountLine(s.Amount), prompt)
+	c.show(ctx, c.o.Pad(), l1, prompt)
 	if _, err := r.Enable(ctx, ifaces); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+		return nil, readErr(ctx, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_, _ = r.Disable(dctx, cardreader.All)
 		cancel()
 	}()
+	if err := report(s, Progress{Stage: StageWaitCard}); err != nil {
+		return nil, err
+	}
 	// The cardholder may have inserted the card before the operation began: no event comes
 	// for it any more.
 	if st, err := r.Status(ctx); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+		return nil, readErr(ctx, err)
 	} else if st.Present&cardreader.Contact != 0 {
 		return c.chip(ctx, r, doc, s, cardreader.Contact)
 	}
@@ -175,7 +326,7 @@ func (c *Checkout) readCard(ctx context.Context, doc *termconfig.Document, s Sal
 		select {
 		case <-wait.Done():
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, stopped(ctx, "waiting for the card")
 			}
 			return nil, ErrNoCard
 		case ev, ok := <-r.Events():
@@ -243,7 +394,7 @@ func (c *Checkout) chip(ctx context.Context, r *cardreader.Reader, doc *termconf
 	contactless := iface == cardreader.Contactless
 	// Both interfaces need the card powered (contactless: activated) before any APDU.
 	if _, err := r.PowerOn(ctx, iface); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+		return nil, readErr(ctx, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -277,7 +428,7 @@ func (c *Checkout) chip(ctx context.Context, r *cardreader.Reader, doc *termconf
 	}
 	res, err := emv.Read(ctx, r.ICC(iface), cfg, term)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCardRead, err)
+		return nil, readErr(ctx, err)
 	}
 	card := &payment.Card{PAN: res.Card.Track2.PAN(), Expiry: res.Card.Track2.Expiry(), Track2: res.Card.Track2.Data(),
 		ICC: res.Field55, AID: strings.ToUpper(hex.EncodeToString(res.Card.AID)), AppLabel: res.Card.Label, Entry: "05"}
@@ -288,6 +439,15 @@ func (c *Checkout) chip(ctx context.Context, r *cardreader.Reader, doc *termconf
 		card.CardSeq = fmt.Sprintf("%03s", seq)
 	}
 	return card, nil
+}
+
+// readErr is the error of a failed reader or card exchange: the end of ctx when that is why
+// it failed, ErrCardRead otherwise.
+func readErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return stopped(ctx, "reading the card")
+	}
+	return fmt.Errorf("%w: %w", ErrCardRead, err)
 }
 
 // hexInto decodes s into dst when it is exactly len(dst) bytes of hex.
@@ -313,6 +473,9 @@ func (c *Checkout) pin(ctx context.Context, doc *termconfig.Document, pad *pinpa
 	blk, err := pad.GetPIN(ctx, pinpad.PINRequest{PAN: pan, Slot: slot, MinLen: int(hp.PINLengthMin), MaxLen: int(hp.PINLengthMax),
 		Timeout: c.o.PINWait, Prompt: amountLine(amount)})
 	switch {
+	case ctx.Err() != nil:
+		// The pad's client cancels the entry on the pad when ctx ends.
+		return nil, stopped(ctx, "at the PIN entry")
 	case errors.Is(err, pinpad.ErrCancelled), errors.Is(err, pinpad.ErrEntryTimeout), errors.Is(err, pinpad.ErrAborted):
 		return nil, fmt.Errorf("%w: %w", ErrCancelled, err)
 	case err != nil:
@@ -325,7 +488,8 @@ func (c *Checkout) show(ctx context.Context, pad *pinpad.Client, l1, l2 string) 
 	if pad == nil {
 		return
 	}
-	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// The outcome of an operation stopped by its ctx is shown all the same, bounded.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	if err := pad.Display(dctx, l1, l2); err != nil {
 		c.log.Debug("pad display", "err", err)
@@ -369,8 +533,10 @@ func messageFor(err error) string {
 	switch {
 	case errors.Is(err, ErrNoCard):
 		return "No card"
-	case errors.Is(err, ErrCancelled):
+	case errors.Is(err, ErrCancelled), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "Cancelled"
+	case errors.Is(err, ErrVetoed):
+		return "Operation stopped"
 	case errors.Is(err, ErrUseChip):
 		return "Insert the chip"
 	}
@@ -396,7 +562,7 @@ func numeric(s string) uint16 {
 	return uint16(n)
 }
 
-// txType is EMV 9C for an operation.
+// txType is EMV 9C for an operation: the first two digits of its processing code.
 func txType(op payment.Op) byte {
 	switch op {
 	case payment.OpRefund:
@@ -405,6 +571,10 @@ func txType(op payment.Op) byte {
 		return 0x31
 	case payment.OpPreAuth:
 		return 0x03
+	case payment.OpCashWithdrawal:
+		return 0x01
+	case payment.OpTopUp:
+		return 0x28
 	}
 	return 0x00
 }

@@ -443,8 +443,8 @@ func (c *checker) qrHosts(hs []QRHost, certs map[string]CertUsage) {
 			c.add(p+".name", "duplicate %q", h.Name)
 		}
 		seen[h.Name] = true
-		if u, err := url.Parse(h.URL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || len(h.URL) > 256 {
-			c.add(p+".url", "must be an https URL without credentials, at most 256 bytes")
+		if u, err := url.Parse(h.URL); err != nil || !(u.Scheme == "https" || u.Scheme == "http" && loopback(u.Hostname())) || u.Host == "" || u.User != nil || len(h.URL) > 256 {
+			c.add(p+".url", "must be an https URL (http only on loopback) without credentials, at most 256 bytes")
 		}
 		if h.MerchantID == "" || len(h.MerchantID) > 64 || !printableASCII(h.MerchantID) {
 			c.add(p+".merchantId", "must be 1..64 printable ASCII characters")
@@ -884,4 +884,14 @@ func printableASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// loopback: a provider on the terminal itself (or the demo's simulator) may speak plain HTTP;
+// nothing crosses a network.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
