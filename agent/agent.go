@@ -21,6 +21,7 @@ import (
 	"github.com/posagent/posagent/agent/checkout"
 	"github.com/posagent/posagent/agent/command"
 	"github.com/posagent/posagent/agent/config"
+	"github.com/posagent/posagent/agent/ecrlog"
 	"github.com/posagent/posagent/agent/hardware"
 	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/operator"
@@ -74,6 +75,8 @@ type Agent struct {
 	checkout *checkout.Checkout
 	sup      *supervisor.Supervisor
 	sys      *sysinfo.Collector
+	ecrLog   *ecrlog.Log
+	ecr      ecrAPI
 	started  time.Time
 
 	statsNow chan struct{}
@@ -116,6 +119,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if a.term, err = termconfig.Open(a.db); err != nil {
 		return fmt.Errorf("terminal configuration: %w", err)
 	}
+	if a.ecrLog, err = openECRLog(cfg, log); err != nil {
+		return err
+	}
+	defer a.ecrLog.Close()
 	releaseKeys, err := cfg.ReleaseKeys()
 	if err != nil {
 		return err
@@ -157,6 +164,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err := a.openPayments(ctx); err != nil {
 		return err
 	}
+	if err := a.openECR(); err != nil {
+		return err
+	}
 	a.registerCommands()
 	a.registerLicense(a.lic)
 
@@ -187,6 +197,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		"keys":     a.runKeys,
 		"license":  a.runLicense(a.lic),
 		"payments": a.runPayments,
+		"logs":     a.runLogUpload,
+		"ecr":      a.runECR,
 	}
 	for name, run := range opts.Services {
 		services[name] = func(ctx context.Context) error { return run(ctx, a) }

@@ -143,7 +143,7 @@ func (a *Agent) configApply(ctx context.Context, req *command.Request) (any, err
 
 // logsUploadBody asks for the lines of one log between two times.
 type logsUploadBody struct {
-	Log  string `cbor:"log"`            // "agent"; later issues add ecr, pos, audit
+	Log  string `cbor:"log"`            // "agent" or "ecr"; later issues add pos, audit
 	From int64  `cbor:"from,omitempty"` // unix seconds; 0 = oldest kept
 	To   int64  `cbor:"to,omitempty"`   // unix seconds; 0 = now
 }
@@ -153,8 +153,8 @@ func checkLogsUpload(body []byte) (any, error) {
 	if err := tmsproto.Unmarshal(body, &b); err != nil {
 		return nil, err
 	}
-	if b.Log != "agent" {
-		return nil, fmt.Errorf("log: %q is not kept on this terminal (known: agent)", b.Log)
+	if b.Log != "agent" && b.Log != "ecr" {
+		return nil, fmt.Errorf("log: %q is not kept on this terminal (known: %s)", b.Log, knownLogs)
 	}
 	if b.To != 0 && b.From > b.To {
 		return nil, errors.New("from: after to")
@@ -165,47 +165,30 @@ func checkLogsUpload(body []byte) (any, error) {
 // maxBatch keeps a log batch well below the uplink size bound, including the envelope.
 const maxBatch = 48 << 10
 
+// logsUpload sends the asked lines on the log's stream (up/log/agent, up/log/ecr), batched
+// into log.batch records that name the command. Resumed after a restart, it sends them again.
 func (a *Agent) logsUpload(ctx context.Context, req *command.Request) (any, error) {
 	b := req.Body.(logsUploadBody)
-	if a.logs == nil {
-		return nil, errors.New("the agent log is not kept in a file on this terminal")
+	src, err := a.logSource(b.Log)
+	if err != nil {
+		return nil, err
 	}
 	from, to := time.Unix(b.From, 0), time.Now()
 	if b.To != 0 {
 		to = time.Unix(b.To, 0)
 	}
-	var lines []string
-	size, batches, total := 0, 0, 0
-	flush := func() error {
-		if len(lines) == 0 {
-			return nil
-		}
-		batches++
-		_, err := a.Outbox.Append(ctx, tmsproto.StreamLogAgent, "log.batch", map[string]any{
-			"command": req.Command.ID, "batch": batches, "lines": lines,
+	batcher := logBatcher{emit: func(lines []string, batch int) error {
+		_, err := a.Outbox.Append(ctx, src.stream, "log.batch", map[string]any{
+			"command": req.Command.ID, "batch": batch, "lines": lines,
 		})
-		lines, size = nil, 0
 		return err
-	}
-	err := a.logs.ReadRange(from, to, func(line []byte) error {
-		if len(line) > maxBatch {
-			line = line[:maxBatch]
-		}
-		if size+len(line) > maxBatch {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		lines = append(lines, string(line))
-		size += len(line)
-		total++
-		return nil
-	})
+	}}
+	err = src.read.ReadRange(from, to, batcher.add)
 	if err == nil {
-		err = flush()
+		err = batcher.flush()
 	}
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"log": b.Log, "lines": total, "batches": batches}, nil
+	return map[string]any{"log": b.Log, "lines": batcher.total, "batches": batcher.batches}, nil
 }

@@ -157,6 +157,10 @@ func (a *Agent) requestKeysIfMissing(ctx context.Context) {
 
 // onPadEvent handles the PIN pad's events the agent cares about before payments do.
 func (a *Agent) onPadEvent(ev pinpad.Event) {
+	if ev.Kind == pinpad.EventKey {
+		a.onPadKey(ev.Key)
+		return
+	}
 	if ev.Kind != pinpad.EventTamper {
 		return
 	}

@@ -50,12 +50,33 @@ func (a *Agent) Payments() *payment.Engine { return a.pay }
 // Pay runs a card operation at the terminal and delivers its slips: printed, sent as an
 // electronic receipt (up/receipt), as the print profile says.
 func (a *Agent) Pay(ctx context.Context, s checkout.Sale) (*payment.Txn, error) {
+	return a.sale(ctx, a.checkout, s, true)
+}
+
+// sale runs an operation through a checkout under the operator rules; print=false leaves
+// the paper slips to a cash register that prints its own (electronic receipts still go).
+func (a *Agent) sale(ctx context.Context, co *checkout.Checkout, s checkout.Sale, print bool) (*payment.Txn, error) {
 	if err := a.operatorRules(&s); err != nil {
 		return nil, err
 	}
-	t, err := a.checkout.Run(ctx, s)
+	return a.runSale(ctx, co, s, print)
+}
+
+// ecrSale runs an operation a cash register started. The terminal's operator rules (sign-on,
+// supervisor approvals) are the terminal menu's: the cash register's own cashier controls
+// authorise what it starts, and protected mode authenticates the cash register itself. The
+// signed-on operator, if any, is still recorded.
+func (a *Agent) ecrSale(ctx context.Context, co *checkout.Checkout, s checkout.Sale, print bool) (*payment.Txn, error) {
+	if sess, ok := a.ops.Current(); ok && sess.CanTransact() {
+		s.Operator = sess.Code
+	}
+	return a.runSale(ctx, co, s, print)
+}
+
+func (a *Agent) runSale(ctx context.Context, co *checkout.Checkout, s checkout.Sale, print bool) (*payment.Txn, error) {
+	t, err := co.Run(ctx, s)
 	if t != nil && (err == nil || errors.Is(err, payment.ErrDeclined)) {
-		a.deliverSlips(ctx, t, err != nil)
+		a.deliverSlips(ctx, t, err != nil, print)
 	}
 	return t, err
 }
@@ -78,7 +99,7 @@ func merchant(doc *termconfig.Document) receipt.Merchant {
 
 // deliverSlips prints and sends the copies of a finished transaction. A printer problem
 // never undoes a payment: the slip waits in the print queue or is logged.
-func (a *Agent) deliverSlips(ctx context.Context, t *payment.Txn, declined bool) {
+func (a *Agent) deliverSlips(ctx context.Context, t *payment.Txn, declined, print bool) {
 	doc := a.term.Active()
 	m := merchant(doc)
 	o := receipt.Options{PINVerified: t.CVM == "pin"}
@@ -88,6 +109,9 @@ func (a *Agent) deliverSlips(ctx context.Context, t *payment.Txn, declined bool)
 	for _, act := range receipt.Plan(doc.PrintProfile, declined) {
 		switch act.Delivery {
 		case receipt.DeliverPrint:
+			if !print {
+				continue
+			}
 			sp := a.hw.Spooler()
 			if sp == nil {
 				a.log.Warn("no printer for a slip", "txn", t.ID, "copy", act.Copy)
@@ -130,13 +154,17 @@ func (a *Agent) Reprint(ctx context.Context, id string, copy receipt.Copy) error
 
 // Settle closes the batch and prints the totals slip.
 func (a *Agent) Settle(ctx context.Context, operator string) (payment.SettlementTotals, error) {
+	return a.settle(ctx, operator, true)
+}
+
+func (a *Agent) settle(ctx context.Context, operator string, print bool) (payment.SettlementTotals, error) {
 	st, err := a.pay.Settle(ctx, operator)
 	if err != nil {
 		return st, err
 	}
 	a.followTestMode(ctx, a.term.Active()) // a switch waiting for an empty batch
 	a.triggerStats()
-	if sp := a.hw.Spooler(); sp != nil {
+	if sp := a.hw.Spooler(); sp != nil && print {
 		o := receipt.Options{}
 		if model, ok := a.hw.PrinterModel(); ok {
 			o.Model = model

@@ -51,6 +51,19 @@ type Config struct {
 	Log      Log                  `toml:"log"`
 	Keystore Keystore             `toml:"keystore"`
 	License  License              `toml:"license"`
+	ECR      ECR                  `toml:"ecr"`
+}
+
+// ECR is the [ecr] table: where the cash-register API listens. What it offers (port,
+// protected mode, allowed networks) is the TMS's terminal configuration.
+type ECR struct {
+	// Listen overrides the address: "" means all interfaces on the configured port;
+	// "127.0.0.1:0" (tests, the demo) a free loopback port; "off" no API at all.
+	Listen string `toml:"listen"`
+	// CertFile and KeyFile are an operator-supplied HTTPS certificate for protected mode;
+	// empty: the terminal's own self-signed one, kept in the data directory.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
 }
 
 // License is the [license] table: whose licences the terminal accepts.

@@ -176,6 +176,15 @@ func (c *Config) Validate() error {
 		bad("keystore.backend", "%q is not auto, pinpad or software", c.Keystore.Backend)
 	}
 
+	if e := c.ECR; e.Listen != "" && e.Listen != "off" {
+		if _, _, err := net.SplitHostPort(e.Listen); err != nil {
+			bad("ecr.listen", "%q is not host:port or off", e.Listen)
+		}
+	}
+	if (c.ECR.CertFile == "") != (c.ECR.KeyFile == "") {
+		bad("ecr.cert_file", "cert_file and key_file go together")
+	}
+
 	if len(ps) > 0 {
 		return &ValidationError{Problems: ps}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/board/sim/cardemu"
+	"github.com/posagent/posagent/board/sim/pinpademu"
 	"github.com/posagent/posagent/board/sim/printeremu"
 	"github.com/posagent/posagent/board/sim/pty"
 	"github.com/posagent/posagent/internal/hostsim"
@@ -45,17 +46,30 @@ type payRig struct {
 	host    *hostsim.Server
 	reader  *cardemu.Emulator
 	printer *printeremu.Emulator
+	pad     *pinpademu.Emulator
 }
 
-func newPayRig(t *testing.T, device string) *payRig {
+// rigOptions change the whole terminal's world before it starts.
+type rigOptions struct {
+	host func(*hostsim.Config)
+	doc  func(*termconfig.Document)
+}
+
+func newPayRig(t *testing.T, device string, opts ...rigOptions) *payRig {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e := newEnv(t, device)
 	set := newKeySet(t)
 
-	host, err := hostsim.New(hostsim.Config{Listen: "127.0.0.1:0",
+	hcfg := hostsim.Config{Listen: "127.0.0.1:0",
 		Terminals: []hostsim.Terminal{{TID: payTID, MID: payMID, KEK: hex.EncodeToString(set.kek), KeyLayout: "double"}},
-		Accounts:  hostsim.DefaultAccounts()})
+		Accounts:  hostsim.DefaultAccounts()}
+	for _, o := range opts {
+		if o.host != nil {
+			o.host(&hcfg)
+		}
+	}
+	host, err := hostsim.New(hcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +78,7 @@ func newPayRig(t *testing.T, device string) *payRig {
 	}
 	t.Cleanup(func() { host.Close() })
 
-	padCfg, _ := pinpadConfig(t) // the pad types 123456 when asked (DefaultPIN below)
+	padCfg, pad := pinpadConfig(t) // the pad types 123456 when asked (DefaultPIN below)
 	dir := t.TempDir()
 	rline, err := pty.Open(dir, "cardreader")
 	if err != nil {
@@ -103,6 +117,9 @@ kind = "printer"
 path = %q
 baud = 115200
 
+[ecr]
+listen = "127.0.0.1:0"
+
 [[license.release_keys]]
 id = "rel-1"
 public_key = %q
@@ -131,6 +148,11 @@ public_key = %q
 	doc.BINRanges = []termconfig.BINRange{{Low: "4", High: "5", Scheme: termconfig.SchemeVisa, Region: termconfig.RegionForeign}}
 	doc.PrintProfile.MerchantCopy = termconfig.CopyElectronic
 	doc.PrintProfile.CustomerCopy = termconfig.CopyPrint
+	for _, o := range opts {
+		if o.doc != nil {
+			o.doc(doc)
+		}
+	}
 	body, err := termconfig.Encode(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +161,7 @@ public_key = %q
 		t.Fatalf("config.apply: %+v", ack)
 	}
 	waitFor(t, 30*time.Second, "signed in", func() bool { return a.Payments().Status().State == payment.Normal })
-	return &payRig{e: e, a: a, host: host, reader: reader, printer: printer}
+	return &payRig{e: e, a: a, host: host, reader: reader, printer: printer, pad: pad}
 }
 
 // cborRaw passes an encoded body through send unchanged.

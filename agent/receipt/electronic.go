@@ -169,10 +169,11 @@ func (r *ERecord) Validate() error {
 }
 
 // panLike reports a 13–19 digit run in s that is not the merchant or terminal number, the
-// merchant's tax id or part of the chip application id (hex, often long runs of digits).
+// merchant's tax id, the cash register's process id (13-digit milliseconds, made by the
+// terminal) or part of the chip application id (hex, often long runs of digits).
 func (r *ERecord) panLike(name, s string, bad func(string, ...any)) {
 	digitRuns(s, func(run string) bool {
-		if run != r.MID && run != r.TID && run != r.TaxID && (r.AID == "" || !strings.Contains(r.AID, run)) {
+		if run != r.MID && run != r.TID && run != r.TaxID && run != r.ECR && (r.AID == "" || !strings.Contains(r.AID, run)) {
 			bad("%s: a %d-digit run looks like a card number", name, len(run))
 			return false
 		}

@@ -28,6 +28,7 @@ const usage = `usage: posagent <command> [flags]
 commands:
   run       run the agent (flags: posagent run -h)
   selftest  test the terminal's devices, with the agent stopped (same flags as run)
+  ecr       act as a cash register on the terminal's ECR API (posagent ecr -h)
   version   print version, commit, build date and target
 `
 
@@ -45,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAgent(args[1:], stderr)
 	case "selftest":
 		return selfTest(args[1:], stdout, stderr)
+	case "ecr":
+		return ecrCommand(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String())
 		return 0
