@@ -35,7 +35,7 @@ type ecrRig struct {
 }
 
 // newECRRig is the paying terminal with its cash-register API; qr adds a QR host whose
-// simulated customer pays payDelay after an order.
+// simulated customer pays payDelay after an order (negative: never, and orders expire in 2 s).
 func newECRRig(t *testing.T, device string, qr bool, payDelay time.Duration, change func(*termconfig.Document)) *ecrRig {
 	t.Helper()
 	var qrSrv *httptest.Server
@@ -54,8 +54,13 @@ func newECRRig(t *testing.T, device string, qr bool, payDelay time.Duration, cha
 		t.Cleanup(qrSrv.Close)
 		qrURL = qrSrv.URL
 		r := newPayRig(t, device, rigOptions{
-			host: func(c *hostsim.Config) { c.QR.PayDelay = hostsim.Duration(payDelay) },
-			doc:  ecrDoc(qrURL, change),
+			host: func(c *hostsim.Config) {
+				c.QR.PayDelay = hostsim.Duration(payDelay)
+				if payDelay < 0 {
+					c.QR.Expiry = hostsim.Duration(2 * time.Second) // a customer who never pays: expire soon
+				}
+			},
+			doc: ecrDoc(qrURL, change),
 		})
 		mu.Lock()
 		h = r.host.QRHandler()
@@ -627,5 +632,58 @@ func TestECRProtectedMode(t *testing.T) {
 	})
 	if !named {
 		t.Error("the cash register's name is not in the ECR log")
+	}
+}
+
+// The bank does not answer, nor to the reversal: the outcome is unknown until /v2/actualize
+// lets the engine reverse it; the cash register then hears fail, and nothing is charged.
+func TestECRUnknownThenActualize(t *testing.T) {
+	r := newECRRig(t, "IT-ECR-7", false, 0, func(d *termconfig.Document) {
+		d.HostParameters.ResponseTimeoutSec = 5
+	})
+	if err := r.reader.Insert("visa"); err != nil {
+		t.Fatal(err)
+	}
+	for _, mti := range []string{"0200", "0400"} {
+		if err := r.host.AddFault(hostsim.Fault{Kind: hostsim.FaultNoAnswer, MTI: mti, Count: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := r.start(t, "/v2/payment", q("amount", "25"), "")
+	st, subs := r.follow(t, id, "")
+	r.reader.Remove()
+	if st.Status != "unknown" || st.SubStatus != "CardTransactionFailure" || st.Message == "" {
+		t.Fatalf("no answer: %+v (%v)", st, subs)
+	}
+	if !contains(subs, "ProcessingCard") {
+		t.Errorf("sub-statuses %v", subs)
+	}
+	rep := r.call(t, "/v2/actualize", q("processId", id), "")
+	var got status
+	if err := json.Unmarshal(rep.Data, &got); err != nil || rep.StatusCode != 0 {
+		// The background reversal may have gone first; actualize still answers from the journal.
+		t.Fatalf("actualize: %s", rep.raw)
+	}
+	if got.Status != "fail" || got.SubStatus != "CardTransactionFailure" {
+		t.Errorf("actualized %+v", got)
+	}
+	if rep := r.call(t, "/v2/actualize", q("processId", id), ""); rep.StatusCode != 103 {
+		t.Errorf("actualize of a final process: %s", rep.raw)
+	}
+	if c := r.host.Charged(payTID); c != 0 {
+		t.Errorf("host charged %d", c)
+	}
+}
+
+// A QR-only terminal whose customer never pays: the code expires and the payment fails.
+func TestECRQRExpires(t *testing.T) {
+	r := newECRRig(t, "IT-ECR-8", true, -1, func(d *termconfig.Document) { d.ECR.QROnly = true })
+	id := r.start(t, "/v2/payment", q("amount", "9"), "")
+	st, subs := r.follow(t, id, "")
+	if st.Status != "fail" || st.SubStatus != "QrTransactionFailure" || st.Message != "QR code expired" {
+		t.Errorf("expired QR %+v (%v)", st, subs)
+	}
+	if rep := r.call(t, "/v2/readcard", nil, ""); rep.HTTP != 400 || rep.StatusCode != 106 {
+		t.Errorf("read card on a QR-only terminal: %s", rep.raw)
 	}
 }
