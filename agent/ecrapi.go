@@ -231,7 +231,7 @@ func (a *Agent) listenECR(doc *termconfig.Document) (*http.Server, net.Listener,
 	if a.cfg.ECR.CertFile != "" {
 		cert, err = access.LoadCertificate(a.cfg.ECR.CertFile, a.cfg.ECR.KeyFile)
 	} else {
-		cert, err = access.LoadOrCreateCertificate(a.cfg.DataDir, []string{a.cfg.DeviceID}, time.Now())
+		cert, err = access.LoadOrCreateCertificate(a.cfg.DataDir, certNames(a.cfg.DeviceID), time.Now())
 	}
 	if err != nil {
 		ln.Close()
@@ -367,4 +367,19 @@ func (t *ecrTerminal) ShowQR(ctx context.Context, o qrpay.Order) {
 	if err := pad.Display(dctx, l1, l2); err != nil {
 		t.a.log.Debug("QR prompt not shown", "err", err)
 	}
+}
+
+// certNames are the host names the terminal's own certificate covers besides loopback: the
+// device id when it is a valid DNS label (cash registers that verify the certificate reach
+// the terminal by that name through the shop's DNS or hosts file, seed 003 §4.6).
+func certNames(deviceID string) []string {
+	if len(deviceID) == 0 || len(deviceID) > 63 || deviceID[0] == '-' || deviceID[len(deviceID)-1] == '-' {
+		return nil
+	}
+	for _, c := range deviceID {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return nil
+		}
+	}
+	return []string{deviceID}
 }

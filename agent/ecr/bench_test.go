@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -128,7 +129,7 @@ func benchServer(b *testing.B, exchange bool) (*Server, []string, *ecrlog.Log) {
 	var xlog *ecrlog.Log
 	if exchange {
 		// The agent's own bounds (agent/logupload.go): 1 MiB files, five kept.
-		if xlog, err = ecrlog.Open(filepath.Join(dir, "ecr.log"), 1<<20, 5, ecrlog.Options{}); err != nil {
+		if xlog, err = ecrlog.Open(filepath.Join(dir, "ecr.log"), 1<<20, 5, ecrlog.Options{Logger: slog.New(slog.DiscardHandler)}); err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { xlog.Close() })
@@ -257,10 +258,106 @@ func (c *rawClient) get() error {
 // cost, then times b.N status calls spread evenly over the clients, each polling back to back
 // (every 0) or on its own schedule of one call per every, the clients' schedules staggered.
 func benchPolling(b *testing.B, h http.Handler, path func(client int) string, every time.Duration) {
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	addr := srv.Listener.Addr().String()
+	r := newPollRig(b, h, path)
+	b.ReportAllocs()
+	b.ResetTimer()
+	lat, elapsed, err := r.poll(b.N, every)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	reportLatency(b, "", lat, elapsed)
+	// After the timing: ResetTimer drops metrics reported before it.
+	b.ReportMetric(float64(r.after.heap-r.before.heap)/benchClients/1024, "heap-KiB/client")
+	b.ReportMetric(float64(r.after.stack-r.before.stack)/benchClients/1024, "stack-KiB/client")
+	if r.before.rss > 0 && r.after.rss > 0 {
+		b.ReportMetric(float64(r.after.rss-r.before.rss)/1024, "rss-KiB/50clients")
+		b.ReportMetric(float64(r.after.rss)/(1<<20), "rss-MiB")
+	}
+}
 
+// BenchmarkStatusInterleaved compares the three handlers of BenchmarkStatus saturated, in
+// alternating rounds of 2 000 calls on the same clients, so that a machine whose load changes
+// during the run (other jobs on it) weighs on all three alike: the ratios are the figures to
+// trust there, more than the absolute times.
+func BenchmarkStatusInterleaved(b *testing.B) {
+	const perRound = 40 * benchClients
+	body := []byte(`{"statusCode":0,"data":{"processId":"1795409718679","status":"wait","subStatus":"WaitUser"}}`)
+	bare := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(body)
+	})
+	api, ids, _ := benchServer(b, false)
+	apiX, idsX, _ := benchServer(b, true)
+	rigs := []*pollRig{
+		newPollRig(b, bare, func(int) string { return "/v2/status?processId=1795409718679" }),
+		newPollRig(b, api, func(i int) string { return "/v2/status?processId=" + ids[i%len(ids)] }),
+		newPollRig(b, apiX, func(i int) string { return "/v2/status?processId=" + idsX[i%len(idsX)] }),
+	}
+	names := []string{"bare", "api", "api+exchange"}
+	lat := make([][]time.Duration, len(rigs))
+	elapsed := make([]time.Duration, len(rigs))
+	b.ResetTimer()
+	for range b.N {
+		for k, r := range rigs {
+			l, e, err := r.poll(perRound, 0)
+			if err != nil {
+				b.Fatalf("%s: %v", names[k], err)
+			}
+			lat[k] = append(lat[k], l...)
+			elapsed[k] += e
+		}
+	}
+	b.StopTimer()
+	p50 := make([]float64, len(rigs))
+	rate := make([]float64, len(rigs))
+	for k := range rigs {
+		p50[k], rate[k] = reportLatency(b, names[k]+"-", lat[k], elapsed[k])
+	}
+	for k := 1; k < len(rigs); k++ {
+		b.ReportMetric(p50[k]/p50[0], names[k]+"/bare-p50")
+		b.ReportMetric(rate[0]/rate[k], "bare/"+names[k]+"-req/s")
+	}
+}
+
+// reportLatency reports the percentiles and the rate of a set of calls under prefix, and
+// returns the median in µs and the rate.
+func reportLatency(b *testing.B, prefix string, lat []time.Duration, elapsed time.Duration) (p50, rate float64) {
+	if len(lat) == 0 || elapsed <= 0 {
+		return 0, 0
+	}
+	slices.Sort(lat)
+	p50 = float64(lat[len(lat)/2].Nanoseconds()) / 1e3
+	rate = float64(len(lat)) / elapsed.Seconds()
+	b.ReportMetric(p50, prefix+"p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, prefix+"p99-µs")
+	b.ReportMetric(rate, prefix+"req/s")
+	return p50, rate
+}
+
+// pollRig is a server on loopback with benchClients clients connected to it, and what
+// connecting them cost.
+type pollRig struct {
+	clients       []*rawClient
+	before, after memUse
+}
+
+// newPollRig serves h and connects the clients, client i polling path(i).
+func newPollRig(b *testing.B, h http.Handler, path func(client int) string) *pollRig {
+	b.Helper()
+	srv := httptest.NewServer(h)
+	addr := srv.Listener.Addr().String()
+	r := &pollRig{clients: make([]*rawClient, benchClients)}
+	for i := range r.clients {
+		r.clients[i] = newRaw(addr, path(i))
+	}
+	b.Cleanup(func() {
+		for _, c := range r.clients {
+			c.close()
+		}
+		srv.Close()
+	})
 	// One call before measuring: the handler's first-use costs (pools, lazy tables) are not
 	// the connections'.
 	warm := newRaw(addr, path(0))
@@ -271,18 +368,8 @@ func benchPolling(b *testing.B, h http.Handler, path func(client int) string, ev
 		b.Fatal(err)
 	}
 	warm.close()
-
-	clients := make([]*rawClient, benchClients)
-	for i := range clients {
-		clients[i] = newRaw(addr, path(i))
-	}
-	defer func() {
-		for _, c := range clients {
-			c.close()
-		}
-	}()
-	before := memNow()
-	for i, c := range clients {
+	r.before = memNow()
+	for i, c := range r.clients {
 		if err := c.dial(); err != nil {
 			b.Fatal(err)
 		}
@@ -290,24 +377,28 @@ func benchPolling(b *testing.B, h http.Handler, path func(client int) string, ev
 			b.Fatalf("client %d: %v", i, err)
 		}
 	}
-	after := memNow()
+	r.after = memNow()
+	return r
+}
 
-	lat := make([][]time.Duration, benchClients)
+// poll makes n calls spread evenly over the clients, each client polling back to back (every
+// 0) or once per every on its own schedule, the schedules staggered. It returns every call's
+// latency and the time all took.
+func (r *pollRig) poll(n int, every time.Duration) ([]time.Duration, time.Duration, error) {
+	lat := make([][]time.Duration, len(r.clients))
 	for i := range lat {
-		n := b.N / benchClients
-		if i < b.N%benchClients {
-			n++
+		k := n / len(r.clients)
+		if i < n%len(r.clients) {
+			k++
 		}
-		lat[i] = make([]time.Duration, n)
+		lat[i] = make([]time.Duration, k)
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, benchClients)
-	b.ReportAllocs()
-	b.ResetTimer()
+	errs := make(chan error, len(r.clients))
 	start := time.Now()
-	for i, c := range clients {
+	for i, c := range r.clients {
 		wg.Go(func() {
-			first := start.Add(every * time.Duration(i) / benchClients)
+			first := start.Add(every * time.Duration(i) / time.Duration(len(r.clients)))
 			for j := range lat[i] {
 				if every > 0 {
 					time.Sleep(time.Until(first.Add(every * time.Duration(j))))
@@ -323,25 +414,8 @@ func benchPolling(b *testing.B, h http.Handler, path func(client int) string, ev
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	b.StopTimer()
 	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	if len(all) > 0 {
-		b.ReportMetric(float64(all[len(all)/2].Nanoseconds())/1e3, "p50-µs")
-		b.ReportMetric(float64(all[len(all)*99/100].Nanoseconds())/1e3, "p99-µs")
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
-	// After the timing: ResetTimer drops metrics reported before it.
-	b.ReportMetric(float64(after.heap-before.heap)/benchClients/1024, "heap-KiB/client")
-	b.ReportMetric(float64(after.stack-before.stack)/benchClients/1024, "stack-KiB/client")
-	if before.rss > 0 && after.rss > 0 {
-		b.ReportMetric(float64(after.rss-before.rss)/1024, "rss-KiB/50clients")
-		b.ReportMetric(float64(after.rss)/(1<<20), "rss-MiB")
-	}
+	return slices.Concat(lat...), elapsed, <-errs
 }
 
 // memUse is the process's memory at one moment.

@@ -210,7 +210,7 @@ func (s *Server) report(ctx context.Context, req Request) answer {
 			d.Totals.Credit += t.Amount
 		}
 		if !short {
-			d.Transactions = append(d.Transactions, reportLine{Type: string(t.Op), Amount: wholeText(doc, t.Amount), CardMask: t.PAN,
+			d.Transactions = append(d.Transactions, reportLine{Type: typeOfOp(t.Op), Amount: wholeText(doc, t.Amount), CardMask: t.PAN,
 				RRN: t.RRN, Auth: t.AuthCode, Date: time.Unix(t.Time, 0).Format(chequeDate), State: string(t.State)})
 		}
 	}
@@ -362,6 +362,11 @@ func (s *Server) recover(ctx context.Context) {
 					p.Status, p.SubStatus, p.Message = StatusUnknown, SubQrFailure, "QR outcome unknown after a restart"
 				}, "", "", nil)
 			}
+		case p.Kind == "refund" && p.Method == "qr":
+			// The provider may have refunded before the cut; only it can say.
+			s.finish(ctx, st, func(p *Process) {
+				p.Status, p.SubStatus, p.Message = StatusUnknown, SubQrFailure, "QR refund interrupted by a restart; check it with the provider"
+			}, "", "", nil)
 		case p.Kind == "settlement":
 			s.finish(ctx, st, func(p *Process) {
 				p.Status, p.SubStatus, p.Message = StatusUnknown, SubProcessCancelled, "Interrupted by a restart; the terminal finishes the settlement"
@@ -404,11 +409,8 @@ func (s *Server) abandoned(ctx context.Context) {
 		} else {
 			cur.Status, cur.SubStatus = StatusFail, SubProcessCancelled
 			cur.Message = "Result not collected by the cash register in time; the operation was reversed"
-			if old, _ := s.reg.sale("card", cur.TransactionID); old != nil && old.TxnID == t.ID {
-				cp := *old
-				cp.Voided = true
-				sale = &cp
-			}
+			sale, _ = s.cancelledSale(cur, nil)
+			_ = t
 		}
 		if err := s.reg.finish(context.WithoutCancel(ctx), cur, "card", cur.TransactionID, sale); err != nil {
 			s.log.Error("ecr: abandoned operation not recorded", "process", p.ID, "err", err)

@@ -177,6 +177,10 @@ func (s *Server) prepare(doc *termconfig.Document, req Request, p *Process) (run
 		if aerr != nil {
 			return nil, aerr
 		}
+		if sale.Voided {
+			return nil, unvalidated("transactionId", "Transaction is voided or cancelled")
+		}
+		p.Method = req.Method // known from the start: a restart must know how to ask
 		if left := sale.Amount - sale.Refunded; amount > left {
 			return nil, unvalidated("amount", fmt.Sprintf("Must be at most %s", wholeText(doc, left)))
 		}
@@ -253,6 +257,8 @@ func (s *Server) prepare(doc *termconfig.Document, req Request, p *Process) (run
 			return nil, unvalidated("processId", "Only a successful card operation can be cancelled")
 		case orig.Kind == "void" || orig.Kind == "emergencycancel":
 			return nil, unvalidated("processId", "A void cannot be cancelled")
+		case !reversible[orig.Kind]:
+			return nil, unvalidated("processId", "Only a successful card operation can be cancelled")
 		case orig.Cancel != nil && orig.Cancel.Done:
 			return nil, unvalidated("processId", "Operation is already cancelled")
 		}
@@ -743,6 +749,7 @@ func (s *Server) runEmergencyCancel(ctx context.Context, st *opState, orig *Proc
 	t, err := s.term.CancelLast(context.WithoutCancel(ctx), orig.TxnID, !st.p.OwnCheque)
 	s.recordCancel(ctx, orig, "requested", err)
 	doc := s.term.Config()
+	sale, key := s.cancelledSale(orig, err)
 	s.finish(ctx, st, func(p *Process) {
 		if err != nil {
 			p.Status, p.SubStatus, p.Message = StatusFail, SubCardFailure, "Cancel failed: "+err.Error()
@@ -751,7 +758,22 @@ func (s *Server) runEmergencyCancel(ctx context.Context, st *opState, orig *Proc
 		p.Status, p.SubStatus, p.Method, p.TransactionID = StatusSuccess, SubCardSuccess, "card", t.RRN
 		p.Cheque = cardCheque(doc, t, "cancel")
 		p.AddInfo = &AddInfo{ProductType: t.CardOrg}
-	}, "", "", nil)
+	}, "card", key, sale)
+}
+
+// cancelledSale is the sale of an operation taken back by a reversal, marked so that no
+// refund, void or completion can follow it; nil when there is none or the reversal failed.
+func (s *Server) cancelledSale(orig *Process, err error) (*Sale, string) {
+	if err != nil || orig.TransactionID == "" {
+		return nil, ""
+	}
+	old, gerr := s.reg.sale("card", orig.TransactionID)
+	if gerr != nil || old == nil || old.TxnID != orig.TxnID {
+		return nil, ""
+	}
+	cp := *old
+	cp.Voided = true
+	return &cp, orig.TransactionID
 }
 
 // recordCancel notes on the original process that it was taken back (or why it was not).

@@ -200,11 +200,11 @@ func checkText(v string, required bool) string {
 		}
 		return ""
 	}
-	if len(v) > maxText {
-		return "Must be at most " + strconv.Itoa(maxText) + " characters"
-	}
 	if !utf8.ValidString(v) {
 		return "Must be text"
+	}
+	if utf8.RuneCountInString(v) > maxText {
+		return "Must be at most " + strconv.Itoa(maxText) + " characters"
 	}
 	for _, c := range v {
 		if !unicode.IsPrint(c) {

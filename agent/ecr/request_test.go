@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // The refusals of bad calls, to the letter: cash-register software matches the texts.
@@ -120,7 +121,7 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("amount %d", r.Amount)
 		}
 		for _, s := range []string{r.TransactionID, r.Name, r.ProcessID, r.RefreshToken} {
-			if len(s) > maxText {
+			if utf8.RuneCountInString(s) > maxText {
 				t.Fatalf("text of %d bytes", len(s))
 			}
 		}

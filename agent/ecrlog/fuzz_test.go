@@ -63,7 +63,16 @@ func FuzzRecord(f *testing.F) {
 				t.Fatalf("line is not a JSON object: %v\n%q", err, line)
 			}
 			for _, s := range append(jsonTexts(m, nil), string(line)) {
-				if pans := cardNumbers(s); len(pans) > 0 {
+				var pans []string
+				for _, p := range cardNumbers(s) {
+					// A process id the terminal made is kept as it is (processIDText).
+					isID := processIDText(p) == p && (p == string(v) || p == parsed.Get("processId") ||
+						bytes.Contains(resp, []byte(`"processId":"`+p+`"`)) || bytes.Contains(resp, []byte(`"processId": "`+p+`"`)))
+					if !isID {
+						pans = append(pans, p)
+					}
+				}
+				if len(pans) > 0 {
 					t.Fatalf("card numbers %v in %q\nline %q", pans, s, line)
 				}
 			}
