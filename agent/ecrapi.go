@@ -145,6 +145,11 @@ func (a *Agent) runECR(ctx context.Context) error {
 		a.followRegisterRequests(ctx)
 	}()
 	defer wg.Wait()
+	select {
+	case <-a.ecr.srv.Recovered():
+	case <-ctx.Done():
+		return nil
+	}
 	updates, cancelSub := a.term.Subscribe()
 	defer cancelSub()
 	attempt := 0

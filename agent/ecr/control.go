@@ -288,6 +288,7 @@ func (s *Server) echo(ctx context.Context) answer {
 // retention, until ctx ends; then it waits for the operation in progress.
 func (s *Server) Run(ctx context.Context) error {
 	s.recover(ctx)
+	close(s.recovered)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	purge := time.NewTicker(time.Hour)

@@ -61,7 +61,13 @@ type Server struct {
 	wg  sync.WaitGroup
 	// watch wakes the abandonment watcher when a process succeeds or is collected.
 	watch chan struct{}
+	// recovered is closed once Run has resolved what a restart interrupted.
+	recovered chan struct{}
 }
+
+// Recovered is closed once the processes a restart interrupted are resolved: the agent
+// listens only then, so a cash register never sees an interrupted process as still waiting.
+func (s *Server) Recovered() <-chan struct{} { return s.recovered }
 
 // running is the operation in progress: how to stop it.
 type running struct {
@@ -98,7 +104,8 @@ func New(o Options) (*Server, error) {
 	if err := reg.openSales(); err != nil {
 		return nil, err
 	}
-	return &Server{o: o, reg: reg, log: o.Logger, term: o.Terminal, base: context.Background(), watch: make(chan struct{}, 1)}, nil
+	return &Server{o: o, reg: reg, log: o.Logger, term: o.Terminal, base: context.Background(), watch: make(chan struct{}, 1),
+		recovered: make(chan struct{})}, nil
 }
 
 // answer is what a handler produced.
