@@ -755,7 +755,7 @@ func (c *checker) ecr(d *Document, certs map[string]CertUsage) {
 	}
 	c.certRef(path+"serverCertificate", e.ServerCertificate, CertServer, certs)
 	if e.CollectTimeoutSec != 0 {
-		c.rangeU(path+"collectTimeoutSec", uint64(e.CollectTimeoutSec), 30, 3600)
+		c.rangeU(path+"collectTimeoutSec", uint64(e.CollectTimeoutSec), 10, 3600)
 	}
 	if c.list(path+"allowedNetworks", len(e.AllowedNetworks), maxNetworks) {
 		for i, n := range e.AllowedNetworks {
