@@ -46,8 +46,9 @@ type hostAddrs struct {
 
 // startHost starts the host simulator on 127.0.0.1, on the ports of the last run if they are
 // free, else on free ones, with the demo terminal (its master key kek) and the cards of the
-// emulated card reader. Its state is kept in dir/hostsim.json.
-func startHost(dir string, kek []byte, log *slog.Logger) (*demoHost, error) {
+// emulated card reader. Its state is kept in dir/hostsim.json. qrPay is when its simulated
+// customer pays a QR order (0: the simulator's default).
+func startHost(dir string, kek []byte, qrPay time.Duration, log *slog.Logger) (*demoHost, error) {
 	var prev hostAddrs
 	if b, err := os.ReadFile(filepath.Join(dir, hostAddrsFile)); err == nil {
 		_ = json.Unmarshal(b, &prev)
@@ -57,6 +58,7 @@ func startHost(dir string, kek []byte, log *slog.Logger) (*demoHost, error) {
 			KeyLayout: hostsim.LayoutDouble, MerchantName: demoMerchantName}},
 		Accounts: hostsim.DefaultAccounts(),
 		Rules:    hostsim.Rules{Currency: "398"}, // the terminal's KZT
+		QR:       hostsim.QRConfig{PayDelay: hostsim.Duration(qrPay)},
 		Snapshot: filepath.Join(dir, hostSnapshotFile),
 		Logger:   log,
 	})

@@ -376,15 +376,30 @@ func until(expires int64) string {
 	return "valid until " + time.Unix(expires, 0).UTC().Format("2006-01-02")
 }
 
+// Where the demo shop is: chequeInfo and the slips carry it.
+const (
+	demoCity    = "Almaty"
+	demoAddress = "Abay Ave 1"
+	demoTaxID   = "960419351140"
+)
+
+// ecrOperations are the operations the cash-register API offers (docs/ecr-api.md), all
+// allowed in the demo.
+var ecrOperations = []termconfig.Operation{termconfig.OpPayment, termconfig.OpRefund, termconfig.OpVoid,
+	termconfig.OpSettlement, termconfig.OpPreAuth, termconfig.OpPreAuthCompletion, termconfig.OpBalance,
+	termconfig.OpCashWithdrawal, termconfig.OpTopUp, termconfig.OpReadCard, termconfig.OpEmergencyCancel,
+	termconfig.OpReceiptCopy, termconfig.OpFullReport, termconfig.OpShortReport, termconfig.OpEchoTest}
+
 // demoConfig is the terminal configuration of the demo: the factory document with the host
-// simulator as the authorisation host and the demo terminal's identity.
-func demoConfig(hostAddr string) *termconfig.Document {
+// simulator as the authorisation host and as the QR host (qrURL), the demo terminal's
+// identity, the shop's address for the receipts, and every operation of the cash-register API.
+func demoConfig(hostAddr, qrURL string) *termconfig.Document {
 	doc := termconfig.Default()
 	doc.AuthHost = termconfig.AuthHost{Addresses: []string{hostAddr}, TerminalID: demoTID, MerchantID: demoMID,
 		MerchantName: demoMerchantName, TPDU: demoTPDU, NII: demoNII, ConnectTimeoutSec: 2, ConnectRetries: 1}
 	doc.HostParameters.ResponseTimeoutSec = 10
-	doc.AllowedOperations = []termconfig.Operation{termconfig.OpPayment, termconfig.OpVoid, termconfig.OpRefund,
-		termconfig.OpBalance, termconfig.OpSettlement, termconfig.OpEchoTest}
+	doc.AllowedOperations = slices.Clone(ecrOperations)
+	doc.QRHosts = []termconfig.QRHost{{Name: "hostsim", URL: qrURL, MerchantID: demoMID, QRLifetimeSec: 120, PollIntervalSec: 1}}
 	doc.BINRanges = []termconfig.BINRange{
 		{Low: "4", High: "4", Scheme: termconfig.SchemeVisa, Region: termconfig.RegionForeign},
 		{Low: "5", High: "5", Scheme: termconfig.SchemeMastercard, Region: termconfig.RegionForeign},
@@ -392,7 +407,25 @@ func demoConfig(hostAddr string) *termconfig.Document {
 	}
 	doc.PrintProfile.MerchantCopy = termconfig.CopyElectronic
 	doc.PrintProfile.CustomerCopy = termconfig.CopyPrint
+	doc.PrintProfile.StoreName, doc.PrintProfile.City = demoMerchantName, demoCity
+	doc.PrintProfile.Address, doc.PrintProfile.TaxID = demoAddress, demoTaxID
 	return doc
+}
+
+// fitsDemo says whether a configuration applied earlier (possibly edited by hand) still
+// serves the demo: the same host as the same terminal, the same QR host, and every operation
+// of the cash-register API allowed. A folder from before the cash-register API fails it and
+// gets the new document.
+func fitsDemo(prev, want *termconfig.Document) bool {
+	if !sameHost(prev.AuthHost, want.AuthHost) || len(prev.QRHosts) == 0 || prev.QRHosts[0].URL != want.QRHosts[0].URL {
+		return false
+	}
+	for _, op := range want.AllowedOperations {
+		if !prev.Allows(op) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameHost says whether a configuration points the terminal at the demo host as the demo
@@ -407,15 +440,16 @@ var staleRE = regexp.MustCompile(`versions up to (\d+)`)
 // terminalConfig applies the demo's terminal configuration and keeps it in
 // dir/terminal-config.json, the file the printed config.apply example sends. The file applied
 // last (possibly edited and applied by hand) is kept while it is the active version and points
-// at the host; otherwise the demo document goes out under the next version.
+// at the host, the QR host and allows the cash-register API's operations (fitsDemo); otherwise
+// the demo document goes out under the next version.
 func (p *provisioner) terminalConfig(ctx context.Context, st *agentStats) error {
 	path := filepath.Join(p.dir, termConfigFile)
-	want := demoConfig(p.host.Addr())
+	want := demoConfig(p.host.Addr(), "http://"+p.host.HTTPAddr())
 	var prev *termconfig.Document
 	if b, err := os.ReadFile(path); err == nil {
 		prev, _ = termconfig.DecodeJSON(b)
 	}
-	if prev != nil && prev.Version == st.Config && st.Config > 0 && sameHost(prev.AuthHost, want.AuthHost) {
+	if prev != nil && prev.Version == st.Config && st.Config > 0 && fitsDemo(prev, want) {
 		if changed, err := p.applyConfig(ctx, prev); err == nil {
 			p.printConfig(prev, changed)
 			return nil
