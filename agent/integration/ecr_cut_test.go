@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/board/sim/cardemu"
@@ -220,22 +219,7 @@ public_key = %q
 	// configuration. This agent then takes the first cut's payment.
 	r.child = e.startChild(cfg, 0)
 	waitFor(t, 30*time.Second, "agent online", func() bool { return len(e.stream(tmsproto.StreamStats)) > 0 })
-	if a := e.send(t, "keys.load", map[string]any{"keys": []map[string]any{
-		{"role": "kek0", "block": wrap(t, testTransport, "K0", 'B', kek), "kcv": checkValue(t, kek)}}}); a.State != tmsproto.StateSucceeded {
-		t.Fatalf("keys.load: %+v", a)
-	}
-	lic, err := license.Sign(relKey, "rel-1", license.License{V: license.Version, ID: "L-ECR-CUT", Serial: ecrCutDev,
-		Platform: license.CurrentPlatform(), Features: []string{"payments"}, Issued: time.Now().Unix(),
-		NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(24 * time.Hour).Unix()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := e.send(t, "license.put", map[string]any{"license": lic}); a.State != tmsproto.StateSucceeded {
-		t.Fatalf("license.put: %+v", a)
-	}
-	if a := e.send(t, "config.apply", cborRaw(ecrCutTermConfig(t, host.Addr()))); a.State != tmsproto.StateSucceeded {
-		t.Fatalf("config.apply: %+v", a)
-	}
+	e.provisionPayments(t, kek, relKey, ecrCutTermConfig(t, host.Addr()))
 	r.waitAPI(nil)
 	return r
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/board/sim/pinpademu"
@@ -415,4 +417,28 @@ func (e *env) keysInUse(t *testing.T, backend string) map[string]string {
 		out[string(en.Role)] = en.KCV
 	}
 	return out
+}
+
+// provisionPayments does what the TMS does before a terminal pays: the master key (kek0,
+// TR-31 under the transport key) into the key store, a payments licence signed with the
+// release key "rel-1", then the terminal configuration (an encoded document).
+func (e *env) provisionPayments(t testing.TB, kek []byte, relKey ed25519.PrivateKey, termConfig []byte) {
+	t.Helper()
+	if a := e.send(t, "keys.load", map[string]any{"keys": []map[string]any{
+		{"role": "kek0", "block": wrap(t, testTransport, "K0", 'B', kek), "kcv": checkValue(t, kek)}}}); a.State != tmsproto.StateSucceeded {
+		t.Fatalf("keys.load: %+v", a)
+	}
+	now := time.Now()
+	lic, err := license.Sign(relKey, "rel-1", license.License{V: license.Version, ID: "L-" + e.device, Serial: e.device,
+		Platform: license.CurrentPlatform(), Features: []string{"payments"}, Issued: now.Unix(),
+		NotBefore: now.Add(-time.Minute).Unix(), Expires: now.Add(24 * time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.send(t, "license.put", map[string]any{"license": lic}); a.State != tmsproto.StateSucceeded {
+		t.Fatalf("license.put: %+v", a)
+	}
+	if a := e.send(t, "config.apply", cborRaw(termConfig)); a.State != tmsproto.StateSucceeded {
+		t.Fatalf("config.apply: %+v", a)
+	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/posagent/posagent/agent"
 	"github.com/posagent/posagent/agent/checkout"
-	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/operator"
 	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/receipt"
@@ -127,19 +126,6 @@ public_key = %q
 	a := e.startInProcessAgent(extra)
 	e.statsKeys(t, 0)
 
-	// Provisioning, as the TMS does it.
-	if ack := e.send(t, "keys.load", map[string]any{"keys": set.entries(t)[:1]}); ack.State != tmsproto.StateSucceeded {
-		t.Fatalf("keys.load: %+v", ack)
-	}
-	lic, err := license.Sign(relKey, "rel-1", license.License{V: license.Version, ID: "L-PAY", Serial: device,
-		Platform: license.CurrentPlatform(), Features: []string{"payments"}, Issued: time.Now().Unix(),
-		NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(24 * time.Hour).Unix()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ack := e.send(t, "license.put", map[string]any{"license": lic}); ack.State != tmsproto.StateSucceeded {
-		t.Fatalf("license.put: %+v", ack)
-	}
 	doc := termconfig.Default()
 	doc.Version = 2
 	doc.AuthHost = termconfig.AuthHost{Addresses: []string{host.Addr()}, TerminalID: payTID, MerchantID: payMID,
@@ -157,9 +143,7 @@ public_key = %q
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ack := e.send(t, "config.apply", cborRaw(body)); ack.State != tmsproto.StateSucceeded {
-		t.Fatalf("config.apply: %+v", ack)
-	}
+	e.provisionPayments(t, set.kek, relKey, body) // as the TMS does it
 	waitFor(t, 30*time.Second, "signed in", func() bool { return a.Payments().Status().State == payment.Normal })
 	return &payRig{e: e, a: a, host: host, reader: reader, printer: printer, pad: pad}
 }

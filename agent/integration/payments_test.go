@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
@@ -18,7 +17,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/posagent/posagent/agent/iso8583"
-	"github.com/posagent/posagent/agent/license"
 	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
@@ -92,28 +90,7 @@ func TestPaymentsPowerCuts(t *testing.T) {
 	// configuration with the host.
 	c := e.startChild(cfg, 0)
 	waitFor(t, 30*time.Second, "agent online", func() bool { return len(e.stream(tmsproto.StreamStats)) > 0 })
-	if a := e.send(t, "keys.load", map[string]any{"keys": []map[string]any{
-		{"role": "kek0", "block": wrap(t, testTransport, "K0", 'B', kek), "kcv": checkValue(t, kek)}}}); a.State != tmsproto.StateSucceeded {
-		t.Fatalf("keys.load: %+v", a)
-	}
-	lic, err := license.Sign(relKey, "rel-1", license.License{V: license.Version, ID: "L-PAY", Serial: dev,
-		Platform: license.CurrentPlatform(), Features: []string{"payments"}, Issued: time.Now().Unix(),
-		NotBefore: time.Now().Add(-time.Minute).Unix(), Expires: time.Now().Add(24 * time.Hour).Unix()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := e.send(t, "license.put", map[string]any{"license": lic}); a.State != tmsproto.StateSucceeded {
-		t.Fatalf("license.put: %+v", a)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sent, err := e.tms.Send(ctx, dev, e.key, tmsproto.Command{Kind: "config.apply", Body: cutTermConfig(t, host.Addr())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := e.finalAck(sent.Match(), 0); a.State != tmsproto.StateSucceeded {
-		t.Fatalf("config.apply: %+v", a)
-	}
+	e.provisionPayments(t, kek, relKey, cutTermConfig(t, host.Addr()))
 	c.stop(t)
 	t.Logf("provisioned in %v", time.Since(began).Round(time.Millisecond))
 

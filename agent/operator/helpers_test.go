@@ -2,7 +2,6 @@ package operator
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"log/slog"
 	"sync"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/posagent/posagent/agent/store"
 	"github.com/posagent/posagent/agent/termconfig"
+	"github.com/posagent/posagent/internal/audittest"
 )
 
 var t0 = time.Unix(1_780_000_000, 0)
@@ -28,35 +28,6 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// auditLog records audit events.
-type auditLog struct {
-	mu     sync.Mutex
-	events []event
-}
-
-type event struct {
-	action string
-	fields map[string]any
-}
-
-func (a *auditLog) fn(_ context.Context, action string, fields map[string]any) {
-	a.mu.Lock()
-	a.events = append(a.events, event{action, fields})
-	a.mu.Unlock()
-}
-
-func (a *auditLog) find(action string) []map[string]any {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []map[string]any
-	for _, e := range a.events {
-		if e.action == action {
-			out = append(out, e.fields)
-		}
-	}
-	return out
-}
-
 // env is a store on a fresh database with a test clock, policy, audit and debug log.
 type env struct {
 	t      *testing.T
@@ -64,7 +35,7 @@ type env struct {
 	db     *store.DB
 	commit *store.Committer
 	clk    *clock
-	audit  *auditLog
+	audit  *audittest.Recorder
 	logBuf *syncBuf
 	mu     sync.Mutex
 	policy termconfig.CashierProfile
@@ -82,7 +53,7 @@ func (w *syncBuf) String() string              { w.mu.Lock(); defer w.mu.Unlock(
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: t0}, audit: &auditLog{}, logBuf: &syncBuf{},
+	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: t0}, audit: &audittest.Recorder{}, logBuf: &syncBuf{},
 		policy: termconfig.Default().CashierProfile}
 	e.open()
 	return e
@@ -106,7 +77,7 @@ func (e *env) open() {
 	if iter == 0 {
 		iter = MinIterations
 	}
-	e.s, err = Open(Options{DB: db, Commit: e.commit, Logger: log, Now: e.clk.now, Audit: e.audit.fn,
+	e.s, err = Open(Options{DB: db, Commit: e.commit, Logger: log, Now: e.clk.now, Audit: e.audit.Fn,
 		Iterations: iter, Policy: func() termconfig.CashierProfile {
 			e.mu.Lock()
 			defer e.mu.Unlock()

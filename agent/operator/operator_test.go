@@ -21,7 +21,7 @@ func TestFactoryAccountsMustChange(t *testing.T) {
 		ops[1].Code != AdminCode || ops[1].Role != RoleAdmin || !ops[0].MustChange || !ops[1].MustChange {
 		t.Fatalf("factory table %+v", ops)
 	}
-	if len(e.audit.find("operator.factoryCreated")) != 1 {
+	if len(e.audit.Find("operator.factoryCreated")) != 1 {
 		t.Fatal("no factoryCreated event")
 	}
 	// The factory supervisor gets a session that can only change its password.
@@ -80,7 +80,7 @@ func TestBadCredentialsGiveNoHint(t *testing.T) {
 	if _, ok := e.s.Get("77"); ok {
 		t.Fatal("an unknown code created an account")
 	}
-	for _, f := range e.audit.find("operator.authFailed") {
+	for _, f := range e.audit.Find("operator.authFailed") {
 		if f["code"] == "135790" {
 			t.Fatal("the audit echoed a typed value that is not a code")
 		}
@@ -107,7 +107,7 @@ func TestLockoutAndExpiry(t *testing.T) {
 	}
 	_, err = e.s.SignOn(ctx, "01", "3333")
 	wantErr(t, err, ErrLockedOut)
-	if len(e.audit.find("operator.lockedOut")) != 1 {
+	if len(e.audit.Find("operator.lockedOut")) != 1 {
 		t.Fatal("no lockedOut event")
 	}
 	op, _ := e.s.Get("01")
@@ -156,7 +156,7 @@ func TestLockoutOptionAndReset(t *testing.T) {
 	if err := e.s.SetPassword(ctx, sup, "01", "", "864200"); err != nil {
 		t.Fatal(err)
 	}
-	if len(e.audit.find("operator.passwordReset")) != 1 {
+	if len(e.audit.Find("operator.passwordReset")) != 1 {
 		t.Fatal("no passwordReset event")
 	}
 	s, err := e.s.SignOn(ctx, "01", "864200")
@@ -279,8 +279,8 @@ func TestRolesAndCodes(t *testing.T) {
 	if err := e.s.Add(ctx, a, Operator{Code: SupervisorCode, Role: RoleSupervisor}, "505050"); err != nil {
 		t.Fatal(err)
 	}
-	if len(e.audit.find("operator.added")) != 4 || len(e.audit.find("operator.removed")) != 2 {
-		t.Fatalf("audit %+v", e.audit.events)
+	if len(e.audit.Find("operator.added")) != 4 || len(e.audit.Find("operator.removed")) != 2 {
+		t.Fatalf("audit %+v", e.audit.All())
 	}
 }
 
@@ -416,7 +416,7 @@ func TestSessionTimeout(t *testing.T) {
 		t.Fatal("not expired")
 	}
 	found := false
-	for _, f := range e.audit.find("operator.signOff") {
+	for _, f := range e.audit.Find("operator.signOff") {
 		found = found || f["reason"] == "timeout"
 	}
 	if !found {
@@ -489,7 +489,7 @@ func TestSupervisorApproval(t *testing.T) {
 	if a.Supervisor != SupervisorCode || a.Operator != "01" || a.Op != termconfig.OpRefund || a.ID == "" || a.At != t0.Unix() {
 		t.Fatalf("approval %+v", a)
 	}
-	ev := e.audit.find("operator.approved")
+	ev := e.audit.Find("operator.approved")
 	if len(ev) != 1 || ev[0]["supervisor"] != SupervisorCode || ev[0]["op"] != "refund" || ev[0]["id"] != a.ID {
 		t.Fatalf("approval events %+v", ev)
 	}
@@ -524,7 +524,7 @@ func TestCheckAdminAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantErr(t, e.s.CheckAdmin(ctx, "13579"), ErrBadCredentials)
-	if len(e.audit.find("operator.adminChecked")) != 1 {
+	if len(e.audit.Find("operator.adminChecked")) != 1 {
 		t.Fatal("no adminChecked event")
 	}
 	wantErr(t, e.s.CheckAdmin(ctx, "13579"), ErrBadCredentials)

@@ -35,11 +35,9 @@ func TestNoSecretsInLogs(t *testing.T) {
 
 	var hay strings.Builder
 	hay.WriteString(e.logBuf.String())
-	e.audit.mu.Lock()
-	for _, ev := range e.audit.events {
-		fmt.Fprintf(&hay, "%s %v %+v %#v\n", ev.action, ev.fields, ev.fields, ev.fields)
+	for _, ev := range e.audit.All() {
+		fmt.Fprintf(&hay, "%s %v %+v %#v\n", ev.Action, ev.Fields, ev.Fields, ev.Fields)
 	}
-	e.audit.mu.Unlock()
 	// A record printed by mistake shows no hash either.
 	var secrets [][]byte
 	if err := e.db.View(func(tx *bolt.Tx) error {

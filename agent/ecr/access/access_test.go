@@ -91,21 +91,21 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("List = %+v", list)
 	}
 
-	if n := len(e.audit.find("ecr.register.request")); n != 1 {
+	if n := len(e.audit.Find("ecr.register.request")); n != 1 {
 		t.Fatalf("%d request events", n)
 	}
-	ap := e.audit.find("ecr.register.approve")
+	ap := e.audit.Find("ecr.register.approve")
 	if len(ap) != 1 || ap[0]["by"] != "pinpad" || ap[0]["name"] != "Kassa1" || ap[0]["id"] != req.ID {
 		t.Fatalf("approve events %v", ap)
 	}
-	if rv := e.audit.find("ecr.revoke"); len(rv) != 1 || rv[0]["name"] != "Kassa1" {
+	if rv := e.audit.Find("ecr.revoke"); len(rv) != 1 || rv[0]["name"] != "Kassa1" {
 		t.Fatalf("revoke events %v", rv)
 	}
-	refused := e.audit.find("ecr.revoke.refused")
+	refused := e.audit.Find("ecr.revoke.refused")
 	if len(refused) != 2 || refused[0]["reason"] != "superseded" || refused[1]["reason"] != "wrongRefresh" {
 		t.Fatalf("refused events %v", refused)
 	}
-	e.audit.mustNotContain(t, tok.Access, tok.Refresh, tok2.Access, tok2.Refresh)
+	mustNotContain(t, e.audit, tok.Access, tok.Refresh, tok2.Access, tok2.Refresh)
 }
 
 func TestDeny(t *testing.T) {
@@ -127,7 +127,7 @@ func TestDeny(t *testing.T) {
 	if len(e.s.List()) != 0 {
 		t.Fatal("denied register listed")
 	}
-	if d := e.audit.find("ecr.register.deny"); len(d) != 1 || d[0]["by"] != "diag:admin" || d[0]["name"] != "Kassa2" {
+	if d := e.audit.Find("ecr.register.deny"); len(d) != 1 || d[0]["by"] != "diag:admin" || d[0]["name"] != "Kassa2" {
 		t.Fatalf("deny events %v", d)
 	}
 	// The slot is free again.
@@ -143,14 +143,14 @@ func TestTimeout(t *testing.T) {
 	if _, ok := e.s.Pending(); ok {
 		t.Fatal("still pending after the timeout")
 	}
-	req := e.audit.find("ecr.register.request")
+	req := e.audit.Find("ecr.register.request")
 	if len(req) != 1 {
 		t.Fatalf("request events %v", req)
 	}
 	if err := e.s.Approve(context.Background(), req[0]["id"].(string), "pinpad"); !errors.Is(err, ErrNoRequest) {
 		t.Fatalf("late Approve: %v", err)
 	}
-	if to := e.audit.find("ecr.register.timeout"); len(to) != 1 || to[0]["name"] != "Kassa3" {
+	if to := e.audit.Find("ecr.register.timeout"); len(to) != 1 || to[0]["name"] != "Kassa3" {
 		t.Fatalf("timeout events %v", to)
 	}
 	if len(e.s.List()) != 0 {
@@ -173,7 +173,7 @@ func TestCancel(t *testing.T) {
 	if err := e.s.Approve(context.Background(), req.ID, "pinpad"); !errors.Is(err, ErrNoRequest) {
 		t.Fatalf("Approve after cancel: %v", err)
 	}
-	if c := e.audit.find("ecr.register.cancel"); len(c) != 1 {
+	if c := e.audit.Find("ecr.register.cancel"); len(c) != 1 {
 		t.Fatalf("cancel events %v", c)
 	}
 }
@@ -308,10 +308,10 @@ func TestRevokeErrors(t *testing.T) {
 	}
 	e.mustCheck(a.Access, "A")
 	e.mustCheck(b.Access, "B")
-	if n := len(e.audit.find("ecr.revoke.refused")); n != 8 {
+	if n := len(e.audit.Find("ecr.revoke.refused")); n != 8 {
 		t.Fatalf("%d refused events", n)
 	}
-	e.audit.mustNotContain(t, a.Access, a.Refresh, b.Access, b.Refresh)
+	mustNotContain(t, e.audit, a.Access, a.Refresh, b.Access, b.Refresh)
 }
 
 func TestCheckErrors(t *testing.T) {
@@ -361,7 +361,7 @@ func TestRemove(t *testing.T) {
 	if _, err := e.s.Revoke(context.Background(), "R", tok.Refresh, tok.Access); !errors.Is(err, ErrUnknownName) {
 		t.Fatalf("Revoke after Remove: %v", err)
 	}
-	if rm := e.audit.find("ecr.remove"); len(rm) != 1 || rm[0]["name"] != "R" {
+	if rm := e.audit.Find("ecr.remove"); len(rm) != 1 || rm[0]["name"] != "R" {
 		t.Fatalf("remove events %v", rm)
 	}
 	e.reopen()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/store"
+	"github.com/posagent/posagent/internal/audittest"
 )
 
 var t0 = time.Date(2026, 3, 7, 15, 2, 56, 0, time.Local)
@@ -28,49 +29,19 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-type event struct {
-	action string
-	fields map[string]any
-}
-
-// auditLog records audit events.
-type auditLog struct {
-	mu     sync.Mutex
-	events []event
-}
-
-func (a *auditLog) fn(_ context.Context, action string, fields map[string]any) {
-	a.mu.Lock()
-	a.events = append(a.events, event{action, fields})
-	a.mu.Unlock()
-}
-
-func (a *auditLog) find(action string) []map[string]any {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []map[string]any
-	for _, e := range a.events {
-		if e.action == action {
-			out = append(out, e.fields)
-		}
-	}
-	return out
-}
-
 // mustNotContain fails if any audit field renders to a string containing one of secrets.
-func (a *auditLog) mustNotContain(t *testing.T, secrets ...string) {
+func mustNotContain(t *testing.T, audit *audittest.Recorder, secrets ...string) {
 	t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.events) == 0 {
+	events := audit.All()
+	if len(events) == 0 {
 		t.Fatal("no audit events recorded")
 	}
-	for _, e := range a.events {
-		for k, v := range e.fields {
+	for _, e := range events {
+		for k, v := range e.Fields {
 			s := fmt.Sprint(v)
 			for _, sec := range secrets {
 				if sec != "" && strings.Contains(s, sec) {
-					t.Fatalf("audit %s field %s holds a token", e.action, k)
+					t.Fatalf("audit %s field %s holds a token", e.Action, k)
 				}
 			}
 		}
@@ -84,15 +55,15 @@ type env struct {
 	db     *store.DB
 	commit *store.Committer
 	clk    *clock
-	audit  *auditLog
+	audit  *audittest.Recorder
 	opts   Options
 	s      *Store
 }
 
 func newEnv(t testing.TB, edit func(*Options)) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: t0}, audit: &auditLog{}}
-	e.opts = Options{Now: e.clk.now, Audit: e.audit.fn, RequestTTL: time.Minute,
+	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: t0}, audit: &audittest.Recorder{}}
+	e.opts = Options{Now: e.clk.now, Audit: e.audit.Fn, RequestTTL: time.Minute,
 		Logger: slog.New(slog.DiscardHandler)}
 	if edit != nil {
 		edit(&e.opts)
