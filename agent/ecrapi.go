@@ -281,8 +281,11 @@ func (t *ecrTerminal) Settle(ctx context.Context, print bool) (payment.Settlemen
 func (t *ecrTerminal) Echo(ctx context.Context) error      { return t.a.pay.Echo(ctx) }
 func (t *ecrTerminal) Txn(id string) (*payment.Txn, error) { return t.a.pay.Txn(id) }
 func (t *ecrTerminal) Batch() ([]payment.Txn, error)       { return t.a.pay.Batch() }
-func (t *ecrTerminal) Reverse(ctx context.Context) error   { return t.a.pay.Reverse(ctx) }
-func (t *ecrTerminal) PaymentStatus() payment.Status       { return t.a.pay.Status() }
+func (t *ecrTerminal) Totals() (payment.SettlementTotals, error) {
+	return t.a.pay.Totals()
+}
+func (t *ecrTerminal) Reverse(ctx context.Context) error { return t.a.pay.Reverse(ctx) }
+func (t *ecrTerminal) PaymentStatus() payment.Status     { return t.a.pay.Status() }
 func (t *ecrTerminal) Reprint(ctx context.Context, id string) error {
 	return t.a.Reprint(ctx, id, receipt.CopyCustomer)
 }
@@ -293,47 +296,26 @@ func (t *ecrTerminal) PrintReport(ctx context.Context, short bool) error {
 	if sp == nil {
 		return errors.New("no receipt printer on this terminal")
 	}
-	batch, err := t.a.pay.Batch()
-	if err != nil {
-		return err
-	}
 	o := receipt.Options{}
 	if model, ok := t.a.hw.PrinterModel(); ok {
 		o.Model = model
 	}
 	m := merchant(t.a.term.Active())
 	if short {
-		_, err = sp.Submit("short report", receipt.TotalsSlip(batchTotals(t.a.pay.Status().Batch, batch), m, o))
-	} else {
-		_, err = sp.Submit("full report", receipt.DetailSlip(batch, m, o))
+		st, err := t.a.pay.Totals()
+		if err != nil {
+			return err
+		}
+		st.Time, st.DomBalanced, st.ForBalanced = time.Now().Unix(), true, true
+		_, err = sp.Submit("short report", receipt.TotalsSlip(st, m, o))
+		return err
 	}
+	batch, err := t.a.pay.Batch()
+	if err != nil {
+		return err
+	}
+	_, err = sp.Submit("full report", receipt.DetailSlip(batch, m, o))
 	return err
-}
-
-// batchTotals are the totals of the batch so far, as a settlement would count them.
-func batchTotals(n int, batch []payment.Txn) payment.SettlementTotals {
-	st := payment.SettlementTotals{Batch: n, Time: time.Now().Unix(), DomBalanced: true, ForBalanced: true}
-	for i := range batch {
-		x := &batch[i]
-		if x.State != payment.StateApproved && x.State != payment.StateStored {
-			continue
-		}
-		switch {
-		case x.Debit() && x.Domestic:
-			st.DomDebitCount++
-			st.DomDebit += x.Amount + x.Tip
-		case x.Debit():
-			st.ForDebitCount++
-			st.ForDebit += x.Amount + x.Tip
-		case x.Credit() && x.Domestic:
-			st.DomCreditCount++
-			st.DomCredit += x.Amount
-		case x.Credit():
-			st.ForCreditCount++
-			st.ForCredit += x.Amount
-		}
-	}
-	return st
 }
 
 // QR is a client of the configuration's first QR host, made again when it changes.

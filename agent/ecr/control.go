@@ -39,7 +39,7 @@ func (s *Server) actualize(ctx context.Context, id string) answer {
 	}
 	p.Actualized = now.UnixMilli()
 	s.reg.publish(p)
-	st := &opState{s: s, p: p, claimed: p.Method}
+	st := &opState{s: s, p: p}
 	var aerr *Error
 	switch {
 	case p.OrderID != "" && p.Method != "card":
@@ -194,28 +194,22 @@ func (s *Server) report(ctx context.Context, req Request) answer {
 	if !doc.Allows(op) {
 		return answer{err: errBlockedHTTP}
 	}
-	batch, err := s.term.Batch()
+	tot, err := s.term.Totals()
 	if err != nil {
 		return answer{err: errInternal}
 	}
-	d := reportData{Totals: Totals{Batch: s.term.PaymentStatus().Batch}}
-	for i := range batch {
-		t := &batch[i]
-		counted := t.State == payment.StateApproved || t.State == payment.StateStored
-		if counted && t.Debit() {
-			d.Totals.DebitCount++
-			d.Totals.Debit += t.Amount + t.Tip
-		} else if counted && t.Credit() {
-			d.Totals.CreditCount++
-			d.Totals.Credit += t.Amount
+	d := reportData{Totals: *totalsOf(doc, tot)}
+	if !short {
+		batch, err := s.term.Batch()
+		if err != nil {
+			return answer{err: errInternal}
 		}
-		if !short {
+		for i := range batch {
+			t := &batch[i]
 			d.Transactions = append(d.Transactions, reportLine{Type: typeOfOp(t.Op), Amount: wholeText(doc, t.Amount), CardMask: t.PAN,
 				RRN: t.RRN, Auth: t.AuthCode, Date: time.Unix(t.Time, 0).Format(chequeDate), State: string(t.State)})
 		}
 	}
-	d.Totals.Transactions = d.Totals.DebitCount + d.Totals.CreditCount
-	d.Totals.Debit, d.Totals.Credit = whole(doc, d.Totals.Debit), whole(doc, d.Totals.Credit)
 	if !req.OwnCheque {
 		if err := s.term.PrintReport(ctx, short); err != nil {
 			return answer{err: serviceError("Report Error. " + firstUpper(err.Error()))}
@@ -235,7 +229,7 @@ func (s *Server) receiptCopy(ctx context.Context, req Request) answer {
 	}
 	var t *payment.Txn
 	for i := len(batch) - 1; i >= 0; i-- {
-		if req.TransactionID == "" && batch[i].State == payment.StateApproved || req.TransactionID != "" && batch[i].RRN == req.TransactionID {
+		if batch[i].State == payment.StateApproved && (req.TransactionID == "" || batch[i].RRN == req.TransactionID) {
 			t = &batch[i]
 			break
 		}
@@ -342,7 +336,7 @@ func (s *Server) recover(ctx context.Context) {
 		if p.Final() {
 			continue // a success not collected yet: the watcher has it
 		}
-		st := &opState{s: s, p: p, claimed: p.Method}
+		st := &opState{s: s, p: p}
 		var t *payment.Txn
 		for i := len(batch) - 1; i >= 0; i-- {
 			if batch[i].ECR == p.ID {
@@ -352,7 +346,7 @@ func (s *Server) recover(ctx context.Context) {
 		}
 		switch {
 		case t != nil:
-			st.claimed = "card"
+			p.Method = "card"
 			s.cardResult(ctx, st, t, nil, typeOf(p.Kind), s.origFor(p))
 			if p2, _ := s.reg.get(p.ID); p2 != nil && p2.Status == StatusSuccess {
 				s.log.Info("ecr: operation finished before the restart", "process", p.ID)
@@ -396,7 +390,7 @@ func (s *Server) abandoned(ctx context.Context) {
 			continue
 		}
 		s.log.Warn("ecr: result not collected by the cash register: reversing", "process", p.ID, "kind", p.Kind, "after", limit)
-		t, err := s.term.CancelLast(ctx, p.TxnID, false)
+		_, err := s.term.CancelLast(ctx, p.TxnID, false)
 		rec := &CancelRec{Reason: "abandoned", At: now.UnixMilli(), Done: err == nil}
 		cur, gerr := s.reg.get(p.ID)
 		if gerr != nil || cur == nil {
@@ -411,7 +405,6 @@ func (s *Server) abandoned(ctx context.Context) {
 			cur.Status, cur.SubStatus = StatusFail, SubProcessCancelled
 			cur.Message = "Result not collected by the cash register in time; the operation was reversed"
 			sale, _ = s.cancelledSale(cur, nil)
-			_ = t
 		}
 		if err := s.reg.finish(context.WithoutCancel(ctx), cur, "card", cur.TransactionID, sale); err != nil {
 			s.log.Error("ecr: abandoned operation not recorded", "process", p.ID, "err", err)

@@ -36,9 +36,8 @@ var (
 type opState struct {
 	s  *Server
 	mu sync.Mutex
-	p  *Process
-	// claimed is the method the customer chose ("card" or "qr"): the first to claim wins.
-	claimed string
+	// p.Method is the method the customer chose ("card" or "qr"): the first to claim wins.
+	p *Process
 }
 
 // sub publishes a new sub-status (memory only). Publishing under the operation's lock keeps
@@ -65,17 +64,16 @@ func (o *opState) save(ctx context.Context, change func(p *Process)) error {
 func (o *opState) claim(method string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.claimed == "" {
-		o.claimed = method
+	if o.p.Method == "" {
 		o.p.Method = method
 	}
-	return o.claimed == method
+	return o.p.Method == method
 }
 
 func (o *opState) claimedBy() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.claimed
+	return o.p.Method
 }
 
 // snapshot copies the process for saving.
@@ -110,7 +108,7 @@ func (s *Server) start(ctx context.Context, req Request, name, remote string) an
 		}
 		return answer{err: startFailed(err.Error())}
 	}
-	opCtx, cancel := context.WithCancel(s.base)
+	opCtx, cancel := context.WithCancel(context.Background()) // not the request's: it outlives the call
 	s.mu.Lock()
 	s.cur = &running{id: p.ID, cancel: cancel}
 	s.mu.Unlock()
@@ -735,10 +733,8 @@ func (s *Server) runSettlement(ctx context.Context, st *opState) {
 		}
 		bal := tot.DomBalanced && tot.ForBalanced
 		p.Status, p.SubStatus = StatusSuccess, SubCardSuccess
-		p.Totals = &Totals{Batch: tot.Batch, DebitCount: tot.DomDebitCount + tot.ForDebitCount,
-			Debit: whole(doc, tot.DomDebit+tot.ForDebit), CreditCount: tot.DomCreditCount + tot.ForCreditCount,
-			Credit: whole(doc, tot.DomCredit+tot.ForCredit), Balanced: &bal, Time: tot.Time}
-		p.Totals.Transactions = p.Totals.DebitCount + p.Totals.CreditCount
+		p.Totals = totalsOf(doc, tot)
+		p.Totals.Balanced, p.Totals.Time = &bal, tot.Time
 	}, "", "", nil)
 }
 
@@ -801,4 +797,12 @@ func entryName(e string) string {
 		return "magstripe"
 	}
 	return e
+}
+
+// totalsOf is the API's view of a batch's totals, in whole units.
+func totalsOf(doc *termconfig.Document, st payment.SettlementTotals) *Totals {
+	t := &Totals{Batch: st.Batch, DebitCount: st.DomDebitCount + st.ForDebitCount, Debit: whole(doc, st.DomDebit+st.ForDebit),
+		CreditCount: st.DomCreditCount + st.ForCreditCount, Credit: whole(doc, st.DomCredit+st.ForCredit)}
+	t.Transactions = t.DebitCount + t.CreditCount
+	return t
 }

@@ -39,9 +39,9 @@ type Options struct {
 	Now      func() time.Time
 	// Event reports what the TMS should hear of (an abandoned operation reversed, …).
 	Event func(ctx context.Context, kind string, body map[string]any)
-	// CardWait bounds the customer's choice of card or QR (seed 003: 180 s);
-	// QRPoll is how often a QR order is asked about (default 1 s).
-	CardWait, QRPoll time.Duration
+	// QRPoll is how often a QR order is asked about (default 1 s). (The customer's 180 s to
+	// present a card is the checkout's CardWait, set by the agent.)
+	QRPoll time.Duration
 	// ActualizeEvery is the least interval between two /v2/actualize of a process (10 s).
 	ActualizeEvery time.Duration
 }
@@ -53,8 +53,6 @@ type Server struct {
 	reg  *registry
 	log  *slog.Logger
 	term Terminal
-
-	base context.Context // operations run under Run's context, not the request's
 
 	mu  sync.Mutex
 	cur *running // the operation in progress
@@ -85,9 +83,6 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.CardWait <= 0 {
-		o.CardWait = 180 * time.Second
-	}
 	if o.QRPoll <= 0 {
 		o.QRPoll = time.Second
 	}
@@ -104,7 +99,7 @@ func New(o Options) (*Server, error) {
 	if err := reg.openSales(); err != nil {
 		return nil, err
 	}
-	return &Server{o: o, reg: reg, log: o.Logger, term: o.Terminal, base: context.Background(), watch: make(chan struct{}, 1),
+	return &Server{o: o, reg: reg, log: o.Logger, term: o.Terminal, watch: make(chan struct{}, 1),
 		recovered: make(chan struct{})}, nil
 }
 
@@ -271,7 +266,7 @@ func (s *Server) collected(p *Process) {
 			return
 		}
 		cur.Collected = true
-		if err := s.reg.save(context.WithoutCancel(s.base), cur); err != nil {
+		if err := s.reg.save(context.Background(), cur); err != nil {
 			s.log.Warn("ecr: collected mark not saved", "process", p.ID, "err", err)
 		}
 	}()

@@ -26,6 +26,8 @@ type Terminal interface {
 	Echo(ctx context.Context) error
 	Txn(id string) (*payment.Txn, error)
 	Batch() ([]payment.Txn, error)
+	// Totals are the open batch's totals as its settlement will count them.
+	Totals() (payment.SettlementTotals, error)
 	// Reverse sends the reversals the engine owes now.
 	Reverse(ctx context.Context) error
 	PaymentStatus() payment.Status

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -459,8 +458,6 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
-
-var _ = context.Background
 
 // The integrated-till operations of seed 002 through the same envelope and process model.
 func TestECRTillOperations(t *testing.T) {

@@ -76,6 +76,9 @@ func (e *Engine) Settle(ctx context.Context, operator string) (SettlementTotals,
 	return p.Totals, e.closeBatch(ctx, doc, p)
 }
 
+// Totals are the open batch's totals as its settlement will send them (reports).
+func (e *Engine) Totals() (SettlementTotals, error) { return e.totals() }
+
 // totals adds up the batch as the seed defines debit and credit. A voided purchase still
 // counts as a debit (its void counts as a credit).
 func (e *Engine) totals() (SettlementTotals, error) {
