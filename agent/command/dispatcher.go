@@ -67,6 +67,52 @@ type Request struct {
 	Resumed bool // the agent stopped while this command ran; Run is called again
 	d       *Dispatcher
 	last    int
+	stage   string
+}
+
+// Report reports a stage of a long command (an OTA: downloading, verifying, installing …)
+// and percent done within the whole command on up/ack. A new stage is always reported; within
+// a stage, moves of less than 5 points are dropped like Progress does.
+func (r *Request) Report(ctx context.Context, stage string, pct int) error {
+	if pct < 0 || pct > 100 {
+		return nil
+	}
+	if stage == r.stage && (pct-r.last < 5 && pct != 100) {
+		return nil
+	}
+	if stage == r.stage && pct == r.last {
+		return nil
+	}
+	r.stage, r.last = stage, pct
+	return r.d.transition(ctx, r.Command, tmsproto.StateRunning, func(e *entry, a *tmsproto.Ack) {
+		e.Progress, a.Progress = pct, pct
+		e.Stage, a.Stage = stage, stage
+	})
+}
+
+// Stage is the stage last reported (after a restart, the one recorded before it).
+func (r *Request) Stage() string { return r.stage }
+
+// Failure is an error whose failed or rejected ack carries its own reason instead of the
+// generic exec_failed / invalid_body: an OTA says rollback, hash_mismatch, rolled_back….
+type Failure struct {
+	Reason tmsproto.Reason
+	Err    error
+}
+
+func (f *Failure) Error() string { return f.Err.Error() }
+func (f *Failure) Unwrap() error { return f.Err }
+
+// Fail wraps err so that the ack carries reason.
+func Fail(reason tmsproto.Reason, err error) error { return &Failure{Reason: reason, Err: err} }
+
+// reasonOf is the reason err asks for, or def.
+func reasonOf(err error, def tmsproto.Reason) tmsproto.Reason {
+	var f *Failure
+	if errors.As(err, &f) && f.Reason != "" {
+		return f.Reason
+	}
+	return def
 }
 
 // Progress reports percent done on up/ack. Reports closer than 5 points apart are dropped so
@@ -118,6 +164,7 @@ type entry struct {
 	Body     cbor.RawMessage `cbor:"body"`
 	State    tmsproto.State  `cbor:"state"`
 	Progress int             `cbor:"progress,omitempty"`
+	Stage    string          `cbor:"stage,omitempty"`
 	Reason   tmsproto.Reason `cbor:"reason,omitempty"`
 	Message  string          `cbor:"message,omitempty"`
 	Result   cbor.RawMessage `cbor:"result,omitempty"`
@@ -130,7 +177,7 @@ func (e *entry) command() *tmsproto.Command {
 
 func (e *entry) ack() tmsproto.Ack {
 	return tmsproto.Ack{ID: e.ID, CmdSeq: e.Seq, Kind: e.Kind, State: e.State, Progress: e.Progress,
-		Reason: e.Reason, Message: clip(e.Message), Result: e.Result}
+		Stage: e.Stage, Reason: e.Reason, Message: clip(e.Message), Result: e.Result}
 }
 
 // maxMessage bounds an ack's message: a validation error lists every violation, and a
@@ -330,7 +377,7 @@ func (d *Dispatcher) process(ctx context.Context, key, raw []byte) error {
 				fmt.Sprintf("unknown command kind %q", cmd.Kind)
 		default:
 			if _, err := kind.Check(cmd.Body); err != nil {
-				e.State, e.Reason, e.Message = tmsproto.StateRejected, tmsproto.ReasonInvalidBody, err.Error()
+				e.State, e.Reason, e.Message = tmsproto.StateRejected, reasonOf(err, tmsproto.ReasonInvalidBody), err.Error()
 			}
 		}
 		if e.State == tmsproto.StateRejected {
@@ -440,7 +487,7 @@ func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 	}
 	body, err := kind.Check(cmd.Body)
 	if err != nil {
-		fail(tmsproto.ReasonInvalidBody, err)
+		fail(reasonOf(err, tmsproto.ReasonInvalidBody), err)
 		return
 	}
 	if e.State != tmsproto.StateRunning {
@@ -450,7 +497,7 @@ func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 		}
 	}
 	log.Info("command running", "resumed", resumed)
-	req := &Request{Command: cmd, Body: body, Resumed: resumed, d: d, last: e.Progress}
+	req := &Request{Command: cmd, Body: body, Resumed: resumed, d: d, last: e.Progress, stage: e.Stage}
 	result, err := safeRun(ctx, kind.Run, req)
 	if ctx.Err() != nil && err != nil {
 		// Stopped by shutdown, not by failure: the journal still says running, so the next
@@ -469,7 +516,7 @@ func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 	if err != nil {
 		// A handler may return a result with its error (a self-test's per-device outcomes):
 		// the TMS gets it on the failed ack.
-		fail(tmsproto.ReasonExecFailed, err, raw)
+		fail(reasonOf(err, tmsproto.ReasonExecFailed), err, raw)
 		return
 	}
 	if err := d.transition(ctx, cmd, tmsproto.StateSucceeded, func(e *entry, a *tmsproto.Ack) {

@@ -75,6 +75,7 @@ type Ack struct {
 	Ref      string `cbor:"ref,omitempty"`      // first 8 bytes of SHA-256 of the raw message, hex
 	State    State  `cbor:"state"`              // lifecycle state
 	Progress int    `cbor:"progress,omitempty"` // percent, with running
+	Stage    string `cbor:"stage,omitempty"`    // a long command's stage (OTA: downloading, installing …)
 	Reason   Reason `cbor:"reason,omitempty"`   // with rejected and failed
 	Message  string `cbor:"message,omitempty"`  // human-readable detail
 	// Duplicate is set when the ack repeats the recorded result of a command id seen before.
