@@ -77,6 +77,8 @@ type Agent struct {
 	sys      *sysinfo.Collector
 	ecrLog   *ecrlog.Log
 	ecr      ecrAPI
+	ota      otaParts
+	gate     *quietGate
 	started  time.Time
 
 	statsNow chan struct{}
@@ -92,6 +94,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}
 	a := &Agent{cfg: cfg, log: log, logs: opts.Logs, started: time.Now(), sys: sysinfo.New(cfg.DataDir),
 		statsNow: make(chan struct{}, 1), restart: make(chan struct{})}
+	a.gate = newQuietGate(a)
 
 	if a.board, err = OpenBoard(cfg, log); err != nil {
 		return err
@@ -167,7 +170,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err := a.openECR(); err != nil {
 		return err
 	}
+	if err := a.openOTA(releaseKeys); err != nil {
+		return fmt.Errorf("updates: %w", err)
+	}
 	a.registerCommands()
+	a.registerOTA()
 	a.registerLicense(a.lic)
 
 	password, err := cfg.Password()
@@ -183,7 +190,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		KeepAlive: cfg.TMS.KeepAlive.D(), PingTimeout: cfg.TMS.PingTimeout.D(), ConnectTimeout: cfg.TMS.ConnectTimeout.D(),
 		Backoff: cfg.Backoff(), Inflight: cfg.Outbox.Inflight, AgentVersion: buildinfo.Version,
 		DB: a.db, Commit: a.commit, Outbox: a.Outbox, Inbox: a.disp, Logger: log,
-		KeepAliveNow: a.tmsKeepAlive,
+		KeepAliveNow: a.tmsKeepAlive, OnBlob: a.ota.blobs.Deliver,
 	}); err != nil {
 		return err
 	}
@@ -245,6 +252,9 @@ func OpenBoard(cfg *config.Config, log *slog.Logger) (board.Board, error) {
 	}
 	return b, nil
 }
+
+// DataDir is where the agent keeps its durable state.
+func (a *Agent) DataDir() string { return a.cfg.DataDir }
 
 // DeviceID is the terminal's identity on the TMS.
 func (a *Agent) DeviceID() string { return a.cfg.DeviceID }

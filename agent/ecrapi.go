@@ -55,7 +55,7 @@ func (a *Agent) openECR() error {
 		exch = a.ecrLog
 	}
 	a.ecr.srv, err = ecr.New(ecr.Options{DB: a.db, Commit: a.commit, Terminal: a.ecr.term, Access: a.ecr.access,
-		Exchange: exch, Logger: a.log.With("svc", "ecr"), Event: a.event})
+		Exchange: exch, Logger: a.log.With("svc", "ecr"), Event: a.event, Admit: a.gate.admit})
 	return err
 }
 

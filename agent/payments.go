@@ -74,6 +74,11 @@ func (a *Agent) ecrSale(ctx context.Context, co *checkout.Checkout, s checkout.S
 }
 
 func (a *Agent) runSale(ctx context.Context, co *checkout.Checkout, s checkout.Sale, print bool) (*payment.Txn, error) {
+	release, err := a.gate.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	t, err := co.Run(ctx, s)
 	if t != nil && (err == nil || errors.Is(err, payment.ErrDeclined)) {
 		a.deliverSlips(ctx, t, err != nil, print)
@@ -158,6 +163,11 @@ func (a *Agent) Settle(ctx context.Context, operator string) (payment.Settlement
 }
 
 func (a *Agent) settle(ctx context.Context, operator string, print bool) (payment.SettlementTotals, error) {
+	release, err := a.gate.enter()
+	if err != nil {
+		return payment.SettlementTotals{}, err
+	}
+	defer release()
 	st, err := a.pay.Settle(ctx, operator)
 	if err != nil {
 		return st, err

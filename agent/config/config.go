@@ -52,6 +52,22 @@ type Config struct {
 	Keystore Keystore             `toml:"keystore"`
 	License  License              `toml:"license"`
 	ECR      ECR                  `toml:"ecr"`
+	OTA      OTA                  `toml:"ota"`
+}
+
+// OTA is the [ota] table: local facts the updater needs that the TMS cannot know.
+type OTA struct {
+	// ComponentInstaller overrides the board profile's system component installer: the
+	// command line, "{file}", "{name}" and "{version}" substituted.
+	ComponentInstaller []string `toml:"component_installer"`
+	// PackageManager is the Android package manager command; empty: "pm" on Android, none
+	// elsewhere (apps.set then fails as not supported).
+	PackageManager string `toml:"package_manager"`
+	// Locations map file.put location names to directories; the defaults images, lang,
+	// params and certs live under <data_dir>/files/.
+	Locations map[string]string `toml:"locations"`
+	// MaxComponentSize bounds one downloaded component.
+	MaxComponentSize ByteSize `toml:"max_component_size"`
 }
 
 // ECR is the [ecr] table: where the cash-register API listens. What it offers (port,

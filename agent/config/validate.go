@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -38,6 +40,8 @@ func (e *ValidationError) Error() string {
 var tlsSchemes = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}
 
 var brokerSchemes = map[string]bool{"tcp": true, "mqtt": true, "ws": true, "ssl": true, "tls": true, "mqtts": true, "wss": true}
+
+var otaLocationRe = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
 
 func validDeviceID(id string) error { return tmsproto.ValidDeviceID(id) }
 
@@ -76,6 +80,18 @@ func (c *Config) Validate() error {
 		if err := d.Port.Validate(); err != nil {
 			bad(key+".port", "%v", err)
 		}
+	}
+
+	for name, dir := range c.OTA.Locations {
+		if !otaLocationRe.MatchString(name) {
+			bad("ota.locations."+name, "location names are [a-z0-9_-]{1,32}")
+		}
+		if !filepath.IsAbs(dir) {
+			bad("ota.locations."+name, "%q is not an absolute directory", dir)
+		}
+	}
+	if c.OTA.MaxComponentSize < 0 {
+		bad("ota.max_component_size", "must not be negative")
 	}
 
 	t := &c.TMS

@@ -44,6 +44,10 @@ type registry struct {
 	live   map[string]*Process // unfinished and recently touched processes
 	active string              // the operation in progress, if any
 	lastID int64
+	// admit, if set, may refuse a new operation (an update is installing). It is asked after
+	// the operation is marked active, so that a gate that marks itself and then asks Busy
+	// and an operation that marks itself and then asks admit cannot both go ahead.
+	admit func() error
 }
 
 func openRegistry(db *store.DB, commit *store.Committer, log *slog.Logger, now func() time.Time) (*registry, error) {
@@ -110,6 +114,16 @@ func (r *registry) begin(ctx context.Context, p *Process, exclusive bool) error 
 		r.active = p.ID // held while the record is written: a racing start sees it
 	}
 	r.mu.Unlock()
+	if exclusive && r.admit != nil {
+		if err := r.admit(); err != nil {
+			r.mu.Lock()
+			if r.active == p.ID {
+				r.active = ""
+			}
+			r.mu.Unlock()
+			return fmt.Errorf("%w: %w", ErrBusy, err)
+		}
+	}
 	rec, err := encodeProc(p)
 	if err == nil {
 		err = r.commit.Do(ctx, func(tx *bolt.Tx) error {

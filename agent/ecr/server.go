@@ -44,6 +44,9 @@ type Options struct {
 	QRPoll time.Duration
 	// ActualizeEvery is the least interval between two /v2/actualize of a process (10 s).
 	ActualizeEvery time.Duration
+	// Admit, if set, may refuse to start an operation (the terminal is installing an update):
+	// the cash register gets 107 and tries again later.
+	Admit func() error
 }
 
 // Server serves the API. ServeHTTP answers; Run does the background work (recovery after a
@@ -66,6 +69,9 @@ type Server struct {
 // Recovered is closed once the processes a restart interrupted are resolved: the agent
 // listens only then, so a cash register never sees an interrupted process as still waiting.
 func (s *Server) Recovered() <-chan struct{} { return s.recovered }
+
+// Busy reports whether a cash-register operation is in progress.
+func (s *Server) Busy() bool { return s.reg.activeID() != "" }
 
 // running is the operation in progress: how to stop it.
 type running struct {
@@ -99,6 +105,7 @@ func New(o Options) (*Server, error) {
 	if err := reg.openSales(); err != nil {
 		return nil, err
 	}
+	reg.admit = o.Admit
 	return &Server{o: o, reg: reg, log: o.Logger, term: o.Terminal, watch: make(chan struct{}, 1),
 		recovered: make(chan struct{})}, nil
 }

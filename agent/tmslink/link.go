@@ -60,7 +60,18 @@ type Options struct {
 	// KeepAliveNow, if set, is asked at every connect and overrides KeepAlive when it returns
 	// more than zero: the TMS can tune a fleet's keepalive, effective from the next session.
 	KeepAliveNow func() time.Duration
+	// OnBlob, if set, gets every down/blob/{transferID} message (ota/blob answers), in arrival
+	// order, from the goroutine that also stores commands: it must not block. The message is
+	// acknowledged when it returns.
+	OnBlob func(transferID string, payload []byte)
 }
+
+// ErrNotConnected is returned by PublishBlob when there is no session.
+var ErrNotConnected = errors.New("tmslink: not connected")
+
+// blobPublishTimeout bounds the wait for a blob request's PUBACK: a request is cheap to send
+// again, a caller stuck on a dead connection is not.
+const blobPublishTimeout = 5 * time.Second
 
 // Status is what the link reports in statistics and diagnostics.
 type Status struct {
@@ -82,6 +93,7 @@ type Link struct {
 
 	mu     sync.Mutex
 	status Status
+	client mqtt.Client // of the session up now; nil when down
 
 	published, acked, commands atomic.Uint64
 }
@@ -218,6 +230,11 @@ func (l *Link) session(ctx context.Context) error {
 				return
 			}
 			if m.Topic() != cmdTopic {
+				if l.opts.OnBlob != nil {
+					if dev, tid, up, ok := tmsproto.ParseBlobTopic(m.Topic()); ok && !up && dev == l.opts.DeviceID {
+						l.opts.OnBlob(tid, m.Payload())
+					}
+				}
 				m.Ack()
 				continue
 			}
@@ -277,6 +294,11 @@ func (l *Link) session(ctx context.Context) error {
 	if err := wait(ctx, client.Subscribe(cmdTopic, 1, onMessage), l.opts.ConnectTimeout); err != nil {
 		return l.fail(fmt.Errorf("subscribe: %w", err))
 	}
+	if l.opts.OnBlob != nil {
+		if err := wait(ctx, client.Subscribe(tmsproto.BlobDownTopic(l.opts.DeviceID, "+"), 1, onMessage), l.opts.ConnectTimeout); err != nil {
+			return l.fail(fmt.Errorf("subscribe blob: %w", err))
+		}
+	}
 	hello, err := l.onlinePayload(session, true)
 	if err != nil {
 		return err
@@ -286,11 +308,13 @@ func (l *Link) session(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	l.status.Connected, l.status.Connects, l.status.ConnectedAt, l.status.LastError = true, l.status.Connects+1, time.Now().UnixMilli(), ""
+	l.client = client
 	l.mu.Unlock()
 	l.log.Info("TMS link up", "broker", l.opts.Broker, "session", session)
 	defer func() {
 		l.mu.Lock()
 		l.status.Connected = false
+		l.client = nil
 		l.mu.Unlock()
 	}()
 	if l.opts.OnConnect != nil {
@@ -308,6 +332,23 @@ func (l *Link) session(ctx context.Context) error {
 		return nil
 	}
 	return l.fail(err)
+}
+
+// PublishBlob sends a blob request (ota/blob) on up/blob/{transferID} with QoS 1, straight
+// to the session and not through the outbox: a request lost with the connection is simply
+// asked again. It returns on the PUBACK, or ErrNotConnected when there is no session.
+func (l *Link) PublishBlob(ctx context.Context, transferID string, payload []byte) error {
+	l.mu.Lock()
+	client := l.client
+	l.mu.Unlock()
+	if client == nil || !client.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+	tok := client.Publish(tmsproto.BlobUpTopic(l.opts.DeviceID, transferID), 1, false, payload)
+	if err := wait(ctx, tok, blobPublishTimeout); err != nil {
+		return fmt.Errorf("tmslink: blob request: %w", err)
+	}
+	return nil
 }
 
 func (l *Link) keepAlive() time.Duration {

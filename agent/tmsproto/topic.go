@@ -52,3 +52,35 @@ func ParseUpTopic(topic string) (deviceID, stream string, ok bool) {
 	}
 	return deviceID, stream, true
 }
+
+// BlobUpTopic is the topic on which a device asks for the blocks of transfer tid (ota/blob).
+func BlobUpTopic(deviceID, tid string) string { return TopicRoot + deviceID + "/up/blob/" + tid }
+
+// BlobDownTopic is the topic on which the TMS answers a device's blob requests; tid "+"
+// makes the filter that covers every transfer.
+func BlobDownTopic(deviceID, tid string) string { return TopicRoot + deviceID + "/down/blob/" + tid }
+
+// ParseBlobTopic splits a blob topic of either direction into device id and transfer id; up
+// says it is a request topic. Transfer ids follow the rule of device ids.
+func ParseBlobTopic(topic string) (deviceID, tid string, up, ok bool) {
+	rest, ok := strings.CutPrefix(topic, TopicRoot)
+	if !ok {
+		return "", "", false, false
+	}
+	deviceID, rest, ok = strings.Cut(rest, "/")
+	if !ok || ValidDeviceID(deviceID) != nil {
+		return "", "", false, false
+	}
+	switch {
+	case strings.HasPrefix(rest, "up/blob/"):
+		tid, up = rest[len("up/blob/"):], true
+	case strings.HasPrefix(rest, "down/blob/"):
+		tid = rest[len("down/blob/"):]
+	default:
+		return "", "", false, false
+	}
+	if !deviceIDRe.MatchString(tid) {
+		return "", "", false, false
+	}
+	return deviceID, tid, up, true
+}

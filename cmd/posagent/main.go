@@ -27,6 +27,7 @@ const usage = `usage: posagent <command> [flags]
 
 commands:
   run       run the agent (flags: posagent run -h)
+  launch    run the agent from its A/B update slots, with rollback (posagent launch -h)
   selftest  test the terminal's devices, with the agent stopped (same flags as run)
   ecr       act as a cash register on the terminal's ECR API (posagent ecr -h)
   version   print version, commit, build date and target
@@ -44,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runAgent(args[1:], stderr)
+	case "launch":
+		return launchCommand(args[1:], stderr)
 	case "selftest":
 		return selfTest(args[1:], stdout, stderr)
 	case "ecr":
@@ -104,14 +107,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	if errors.Is(err, agent.ErrRestart) {
 		stop()
 		logs.Close()
-		// A clean restart in place: same binary, same arguments, same pid under a service
-		// manager. Everything durable was committed by Run before it returned.
-		exe, xerr := os.Executable()
-		if xerr == nil {
-			xerr = syscall.Exec(exe, os.Args, os.Environ())
-		}
-		fmt.Fprintln(stderr, "posagent: restart failed:", xerr)
-		return 1
+		return restart(stderr)
 	}
 	if err != nil {
 		log.Error("agent failed", "err", err)

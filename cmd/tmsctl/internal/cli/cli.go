@@ -67,6 +67,8 @@ func Commands() []Command {
 		{Name: "watch", Summary: "print the uplink of terminals as JSON lines, checking seqs", Run: runWatch},
 		{Name: "license", Summary: "issue, show and send terminal licences", Run: runLicense},
 		{Name: "keys", Summary: "wrap TR-31 key files, load them onto terminals, show key status", Run: runKeys},
+		{Name: "release", Summary: "sign and show OTA release manifests", Run: runRelease},
+		{Name: "serve", Summary: "serve files to terminals over MQTT (OTA block pull)", Run: runServe},
 	}
 }
 

@@ -1,0 +1,167 @@
+package manifest
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/veraison/go-cose"
+)
+
+// ErrNoKeyID is returned by Sign for an empty key id.
+var ErrNoKeyID = errors.New("manifest: empty key id")
+
+// Sign validates r, encodes it (core deterministic CBOR) and signs it with a release key as a
+// COSE_Sign1 naming kid in the protected header. Ed25519 is deterministic, so the same release
+// signed twice with one key gives the same bytes (and the same Digest).
+func Sign(key ed25519.PrivateKey, kid string, r Release) ([]byte, error) {
+	if kid == "" {
+		return nil, ErrNoKeyID
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("manifest: release key is %d bytes, want %d", len(key), ed25519.PrivateKeySize)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	payload, err := tmsproto.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: encode: %w", err)
+	}
+	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: signer: %w", err)
+	}
+	msg := cose.NewSign1Message()
+	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmEdDSA)
+	msg.Headers.Protected[cose.HeaderLabelKeyID] = []byte(kid)
+	msg.Payload = payload
+	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
+		return nil, fmt.Errorf("manifest: sign: %w", err)
+	}
+	raw, err := msg.MarshalCBOR()
+	if err != nil {
+		return nil, fmt.Errorf("manifest: encode: %w", err)
+	}
+	if len(raw) > MaxManifestSize {
+		return nil, fail(ReasonOversized, "", "%d bytes exceeds %d: split the release", len(raw), MaxManifestSize)
+	}
+	return raw, nil
+}
+
+// Signed is a verified (or, from Parse, merely decoded) release.
+type Signed struct {
+	Release Release
+	KeyID   string   // the release key it is signed under
+	Digest  [32]byte // SHA-256 of the raw signed bytes: names this exact manifest
+}
+
+// Verifier checks manifests against the distributor's release keys.
+type Verifier struct {
+	keys map[string]cose.Verifier
+}
+
+// NewVerifier trusts the given Ed25519 release keys, by key id. No keys is allowed: every
+// manifest is then unknown_key.
+func NewVerifier(keys map[string]ed25519.PublicKey) (*Verifier, error) {
+	v := &Verifier{keys: make(map[string]cose.Verifier, len(keys))}
+	for kid, pub := range keys {
+		if kid == "" {
+			return nil, errors.New("manifest: release key with an empty id")
+		}
+		if len(pub) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("manifest: release key %q: %d bytes, want %d", kid, len(pub), ed25519.PublicKeySize)
+		}
+		cv, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
+		if err != nil {
+			return nil, fmt.Errorf("manifest: release key %q: %w", kid, err)
+		}
+		v.keys[kid] = cv
+	}
+	return v, nil
+}
+
+// envelope is the COSE layer of a manifest, decoded but not yet verified.
+type envelope struct {
+	msg cose.Sign1Message
+	kid string
+}
+
+func openEnvelope(raw []byte) (*envelope, error) {
+	if len(raw) > MaxManifestSize {
+		return nil, fail(ReasonOversized, "", "%d bytes exceeds %d", len(raw), MaxManifestSize)
+	}
+	if len(raw) == 0 {
+		return nil, fail(ReasonMalformed, "", "empty")
+	}
+	e := &envelope{}
+	if err := e.msg.UnmarshalCBOR(raw); err != nil {
+		return nil, &Error{Reason: ReasonMalformed, Err: fmt.Errorf("not a COSE_Sign1: %w", err)}
+	}
+	alg, err := e.msg.Headers.Protected.Algorithm()
+	if err != nil || alg != cose.AlgorithmEdDSA {
+		return nil, fail(ReasonBadAlgorithm, "", "protected algorithm must be EdDSA")
+	}
+	kid, ok := e.msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
+	if !ok || len(kid) == 0 {
+		return nil, fail(ReasonUnknownKey, "", "no key id in the protected header")
+	}
+	e.kid = string(kid)
+	if e.msg.Payload == nil {
+		return nil, fail(ReasonMalformed, "", "no payload (detached payloads are not used)")
+	}
+	return e, nil
+}
+
+// decode reads the payload strictly: unknown fields and duplicate keys are refused by
+// tmsproto.Unmarshal, and the payload must be exactly the core deterministic encoding of what
+// it decodes to, so one release has one signed form (and one Digest) and no field can be
+// smuggled in an alternative encoding. Then the shape rules.
+func (e *envelope) decode(raw []byte) (*Signed, error) {
+	s := &Signed{KeyID: e.kid, Digest: sha256.Sum256(raw)}
+	if err := tmsproto.Unmarshal(e.msg.Payload, &s.Release); err != nil {
+		return nil, &Error{Reason: ReasonMalformed, Err: fmt.Errorf("payload: %w", err)}
+	}
+	canon, err := tmsproto.Marshal(s.Release)
+	if err != nil || !bytes.Equal(canon, e.msg.Payload) {
+		return nil, fail(ReasonMalformed, "", "payload is not the deterministic encoding of a release")
+	}
+	if err := s.Release.Validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Verify checks raw in this order, each failure an *Error: size (oversized), COSE_Sign1 form
+// (malformed), EdDSA in the protected header (bad_algorithm), a trusted key id
+// (unknown_key), the signature (bad_signature), then the strict decoding of the payload
+// (malformed) and the shape rules (invalid). Nothing of the payload is decoded before the
+// signature is known good. Verify does not judge the terminal or the time: see Check.
+func (v *Verifier) Verify(raw []byte) (*Signed, error) {
+	e, err := openEnvelope(raw)
+	if err != nil {
+		return nil, err
+	}
+	cv, ok := v.keys[e.kid]
+	if !ok {
+		return nil, fail(ReasonUnknownKey, "", "release key %q is not trusted", clip(e.kid))
+	}
+	if err := e.msg.Verify(nil, cv); err != nil {
+		return nil, &Error{Reason: ReasonBadSignature, Err: fmt.Errorf("release key %q: %w", e.kid, err)}
+	}
+	return e.decode(raw)
+}
+
+// Parse decodes a manifest without checking its signature, for tools that display one. The
+// agent always goes through a Verifier.
+func Parse(raw []byte) (*Signed, error) {
+	e, err := openEnvelope(raw)
+	if err != nil {
+		return nil, err
+	}
+	return e.decode(raw)
+}
