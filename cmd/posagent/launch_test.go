@@ -127,6 +127,7 @@ func waitNotRunning(t *testing.T, pid int) {
 }
 
 func TestLaunchForwardsSIGTERM(t *testing.T) {
+	skipReexec(t)
 	l := startLauncher(t)
 	if err := l.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -145,6 +146,7 @@ func TestLaunchForwardsSIGTERM(t *testing.T) {
 }
 
 func TestLaunchKilledTakesTheAgentDown(t *testing.T) {
+	skipReexec(t)
 	l := startLauncher(t)
 	if err := l.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -187,5 +189,14 @@ func TestRestartUnderTheLauncher(t *testing.T) {
 	}
 	if stderr.Len() != 0 {
 		t.Fatalf("unexpected output %q", &stderr)
+	}
+}
+
+// skipReexec skips tests that start the test binary again as a child: -short runs (the
+// qemu-user ones) cannot execute a foreign binary from inside the emulated one.
+func skipReexec(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("re-executes the test binary; skipped with -short")
 	}
 }

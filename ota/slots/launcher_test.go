@@ -254,6 +254,7 @@ func waitGone(t *testing.T, pid int) {
 }
 
 func TestLauncherRollsBackACrashingTrial(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	// The running agent is slot a, committed earlier.
@@ -287,6 +288,7 @@ func TestLauncherRollsBackACrashingTrial(t *testing.T) {
 }
 
 func TestLauncherRollsBackATrialMissingItsDeadline(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	// It ignores SIGTERM too: the launcher must escalate to SIGKILL.
@@ -314,6 +316,7 @@ func TestLauncherRollsBackATrialMissingItsDeadline(t *testing.T) {
 }
 
 func TestLauncherRollbackWinsOverALateCommit(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	w.trial(B, "commit-on-term", "1.6.0", 3, time.Second)
@@ -331,6 +334,7 @@ func TestLauncherRollbackWinsOverALateCommit(t *testing.T) {
 }
 
 func TestLauncherCommitsAHealthyTrial(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	w.trial(B, "commit-restart", "1.7.0", 3, time.Minute)
@@ -356,6 +360,7 @@ func TestLauncherCommitsAHealthyTrial(t *testing.T) {
 }
 
 func TestLauncherFollowsACommitWhileRunning(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	w.trial(B, "commit-late", "1.8.0", 3, time.Second)
@@ -377,6 +382,7 @@ func TestLauncherFollowsACommitWhileRunning(t *testing.T) {
 }
 
 func TestLauncherRestartsACrashingAgent(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	w.factory = w.script("crash")
@@ -387,6 +393,7 @@ func TestLauncherRestartsACrashingAgent(t *testing.T) {
 }
 
 func TestLauncherBootsFactoryWhenTheActiveBinaryIsDamaged(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	w.trial(A, "serve", "2.0.0", 3, time.Minute)
@@ -405,6 +412,7 @@ func TestLauncherBootsFactoryWhenTheActiveBinaryIsDamaged(t *testing.T) {
 }
 
 func TestLauncherRollsBackATrialWhoseBinaryChanged(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	w.trial(B, "serve", "2.1.0", 3, time.Minute)
@@ -425,6 +433,7 @@ func TestLauncherRollsBackATrialWhoseBinaryChanged(t *testing.T) {
 // A trial interrupted by a power cut (the launcher died after counting the start) continues
 // with the tries left, and the reason says the last start was interrupted.
 func TestLauncherCountsInterruptedTries(t *testing.T) {
+	skipReexec(t)
 	t.Parallel()
 	w := newLaunchWorld(t)
 	w.trial(B, "crash", "2.2.0", 2, time.Minute)
@@ -442,5 +451,14 @@ func TestLauncherCountsInterruptedTries(t *testing.T) {
 	}
 	if count(w.events(), func(e event) bool { return e.slot == B }) != 0 {
 		t.Fatal("b started beyond its tries")
+	}
+}
+
+// skipReexec skips tests that start the test binary again as a child: -short runs (the
+// qemu-user ones) cannot execute a foreign binary from inside the emulated one.
+func skipReexec(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("re-executes the test binary; skipped with -short")
 	}
 }

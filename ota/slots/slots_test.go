@@ -495,6 +495,7 @@ func TestHelperTries(t *testing.T) {
 // Two processes incrementing the same counter lose no increment: the read-modify-write is
 // under the file lock.
 func TestLockAcrossProcesses(t *testing.T) {
+	skipReexec(t)
 	s, _ := openTest(t)
 	src, _ := writeBinary(t, "#!/bin/sh\n")
 	if err := s.Install(B, src); err != nil {
