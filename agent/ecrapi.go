@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -330,7 +331,15 @@ func (t *ecrTerminal) QR() (ecr.QRProvider, error) {
 	if t.qr != nil && t.qrHost == h {
 		return t.qr, nil
 	}
-	c, err := qrpay.New(h, qrpay.Options{TID: doc.AuthHost.TerminalID, Logger: t.a.log})
+	opts := qrpay.Options{TID: doc.AuthHost.TerminalID, Logger: t.a.log}
+	if h.CACertificate != "" && !strings.Contains(h.CACertificate, "-----BEGIN") {
+		pool, err := t.a.certPool(doc, h.CACertificate)
+		if err != nil {
+			return nil, fmt.Errorf("QR host %s: %w", h.URL, err)
+		}
+		opts.RootCAs = pool
+	}
+	c, err := qrpay.New(h, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/posagent/posagent/agent/command"
@@ -157,6 +159,24 @@ func (a *Agent) applyConfigBundle(ctx context.Context, raw []byte) error {
 func (a *Agent) putCertificate(ctx context.Context, name, usage string, pem []byte) error {
 	_, err := a.ota.certs.Put(ctx, name, certstore.Usage(usage), pem, nil, time.Now())
 	return err
+}
+
+// certPool resolves a configuration's reference to a CA certificate of the store (cert.put),
+// holding it to the fingerprint the configuration pins, if it pins one.
+func (a *Agent) certPool(doc *termconfig.Document, name string) (*x509.CertPool, error) {
+	info, ok, err := a.ota.certs.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("certificate %q is not installed (cert.put)", name)
+	}
+	for _, ref := range doc.Certificates {
+		if ref.Name == name && ref.SHA256 != "" && !strings.EqualFold(ref.SHA256, info.SHA256) {
+			return nil, fmt.Errorf("certificate %q installed is %s, the configuration pins %s", name, info.SHA256, ref.SHA256)
+		}
+	}
+	return a.ota.certs.Pool(name)
 }
 
 // certBody is cert.put's body.

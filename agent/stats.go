@@ -31,6 +31,7 @@ type Stats struct {
 	Keys     *KeysInfo           `cbor:"keys,omitempty"`
 	License  license.Status      `cbor:"license"`
 	Payment  payment.Status      `cbor:"payment"`
+	OTA      OTAInfo             `cbor:"ota"`
 	Services []ServiceInfo       `cbor:"services,omitempty"` // only those not running cleanly
 }
 
@@ -39,6 +40,36 @@ type AgentInfo struct {
 	Version string `cbor:"version"`
 	Commit  string `cbor:"commit"`
 	Target  string `cbor:"target"`
+}
+
+// OTAInfo is what software the terminal runs beyond the agent, and the update in progress.
+type OTAInfo struct {
+	Slot       string            `cbor:"slot"`                 // the agent's slot: factory, a or b
+	Components map[string]string `cbor:"components,omitempty"` // installed component → version
+	Job        string            `cbor:"job,omitempty"`        // update command in progress
+	Stage      string            `cbor:"stage,omitempty"`
+	Progress   int               `cbor:"progress,omitempty"`
+	LastTrial  string            `cbor:"lastTrial,omitempty"` // the last agent trial: committed / rolled_back: reason
+}
+
+func (a *Agent) otaInfo() OTAInfo {
+	st := a.ota.up.Status()
+	info := OTAInfo{Slot: st.Slot, Job: st.Job, Stage: string(st.Stage), Progress: st.Progress}
+	if len(st.Installed) > 0 {
+		info.Components = make(map[string]string, len(st.Installed))
+		for name, in := range st.Installed {
+			info.Components[name] = in.Version
+		}
+	}
+	if a.ota.slots != nil {
+		if bs, err := a.ota.slots.State(); err == nil && bs.Last != nil {
+			info.LastTrial = bs.Last.Version + " " + bs.Last.Result
+			if bs.Last.Reason != "" {
+				info.LastTrial += ": " + bs.Last.Reason
+			}
+		}
+	}
+	return info
 }
 
 // ServiceInfo is a service's health, compacted for the air.
@@ -64,6 +95,7 @@ func (a *Agent) Snapshot(ctx context.Context) Stats {
 		Keys:     a.keysInfo(),
 		License:  licenseStats(a.lic),
 		Payment:  a.pay.Status(),
+		OTA:      a.otaInfo(),
 	}
 	// Healthy services are the norm and not worth the air; only trouble is reported.
 	for _, st := range a.sup.Status() {

@@ -300,6 +300,15 @@ func TestProgressPlainAndBar(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("plain progress %q, want %q", b.String(), want)
 	}
+	// An update's stages show beside the bar, and where it failed.
+	b.Reset()
+	p = &progress{w: &b, tty: true}
+	p.ack(tmsproto.Ack{State: "running", Progress: 40, Stage: "downloading"})
+	p.ack(tmsproto.Ack{State: "failed", Stage: "health-check", Reason: "rolled_back", Message: "self-test failed"})
+	if got := b.String(); !strings.Contains(got, "[############------------------] running  40% downloading") ||
+		!strings.Contains(got, "failed health-check: rolled_back (self-test failed)") {
+		t.Errorf("tty progress %q", got)
+	}
 	if got := bar(-5); got != "["+strings.Repeat("-", barWidth)+"]" {
 		t.Errorf("bar(-5) = %s", got)
 	}

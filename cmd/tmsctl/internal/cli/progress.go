@@ -53,6 +53,10 @@ func describeAck(a tmsproto.Ack) string {
 	if a.State == tmsproto.StateRunning {
 		fmt.Fprintf(&b, " %3d%%", clampPercent(a.Progress))
 	}
+	// A long command's stage: where it is while it runs, where it stopped when it failed.
+	if a.Stage != "" && (a.State == tmsproto.StateRunning || a.State == tmsproto.StateFailed) {
+		b.WriteString(" " + a.Stage)
+	}
 	if a.Reason != "" {
 		b.WriteString(": " + string(a.Reason))
 	}
