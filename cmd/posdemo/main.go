@@ -200,7 +200,9 @@ func run(ctx context.Context, o options) error {
 	}
 	defer prov.stop()
 
-	agent := exec.Command(agentBin, "run", "--config", cfgPath)
+	// As a service manager would: the launcher runs the agent from its A/B slots, so that an
+	// agent update (ota.install) can be tried in the demo and rolled back by itself.
+	agent := exec.Command(agentBin, "launch", "--slots", filepath.Join(dir, "data", "slots"), "--", "run", "--config", cfgPath)
 	agent.Stdout, agent.Stderr = o.AgentOut, o.AgentOut
 	if err := agent.Start(); err != nil {
 		return fmt.Errorf("start %s: %w (run `make build` first)", agentBin, err)

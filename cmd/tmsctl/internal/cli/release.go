@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/tmsclient"
 	"github.com/posagent/posagent/ota/manifest"
 )
@@ -24,15 +25,115 @@ import (
 func runRelease(ctx context.Context, env Env, args []string) int {
 	const help = `Usage: tmsctl release <sign|show> [flags]
 
-  sign    make a signed release manifest from a JSON spec and the component files
-  show    decode a manifest, print it as JSON, check its signature with --trust
+  sign     make a signed release manifest from a JSON spec and the component files
+  show     decode a manifest, print it as JSON, check its signature with --trust
+  install  send a manifest to a terminal (ota.install) and follow it with a progress bar
+  apps     send a manifest of APKs as a terminal's app set (apps.set) and follow it
 
 "tmsctl release <subcommand> -h" describes the flags.
 `
 	return dispatch(ctx, env, "release", help, args, map[string]runFunc{
 		"sign": withoutCtx(runReleaseSign),
 		"show": withoutCtx(runReleaseShow),
+		"install": func(ctx context.Context, env Env, args []string) int {
+			return runReleaseSend(ctx, env, args, "ota.install")
+		},
+		"apps": func(ctx context.Context, env Env, args []string) int {
+			return runReleaseSend(ctx, env, args, "apps.set")
+		},
 	})
+}
+
+// sourceFlags collects repeated --source name=URL (or name=transfer:ID) flags.
+type sourceFlags map[string]map[string]any
+
+func (s sourceFlags) String() string { return "" }
+
+func (s sourceFlags) Set(v string) error {
+	name, src, ok := strings.Cut(v, "=")
+	if !ok || name == "" || src == "" {
+		return fmt.Errorf("want name=https://… or name=transfer:ID, got %q", v)
+	}
+	if id, ok := strings.CutPrefix(src, "transfer:"); ok {
+		s[name] = map[string]any{"transfer": id}
+	} else {
+		s[name] = map[string]any{"url": src}
+	}
+	return nil
+}
+
+// runReleaseSend sends a manifest as ota.install or apps.set and follows it like "tmsctl
+// send": stages and a progress bar on stderr, the final ack as a JSON line on stdout.
+func runReleaseSend(ctx context.Context, env Env, args []string, kind string) int {
+	fs := newFlagSet(env, "release "+map[string]string{"ota.install": "install", "apps.set": "apps"}[kind],
+		"--manifest FILE --device ID --sign-key FILE [flags]", `
+Sends the signed manifest FILE to a terminal as the command `+kind+` (body {manifest: the file's
+bytes, …}; "tmsctl send --body" cannot carry bytes from JSON) and follows it: the stage
+(downloading, verifying, waiting, installing, rebooting, health-check) and a progress bar on
+stderr, the final ack as one JSON line on stdout. Components are pulled over MQTT unless a
+--source says otherwise; "tmsctl serve" is the TMS side of that.
+
+Exit status: 0 installed, 1 failed or rejected (the ack says why), 2 usage or connection
+error, 3 no final ack within --wait.`)
+	var cf connFlags
+	cf.register(fs)
+	manifestFile := fs.String("manifest", "", "signed manifest `file` written by release sign (required)")
+	now := fs.Bool("now", false, "install outside the maintenance window (never during a payment)")
+	settled := fs.Bool("require-settled", false, "wait until the batch is settled")
+	sources := sourceFlags{}
+	fs.Var(sources, "source", "`name=URL` (HTTPS Range) or name=transfer:ID (MQTT) for a component; repeatable")
+	tries := fs.Int("max-tries", 0, "starts the new agent gets to pass its health check (1..10; default 3)")
+	deadline := fs.Duration("health-deadline", 0, "bound of one health check (30s..1h; default 5m)")
+	var sf sendFlags
+	sf.register(fs, true)
+	pos, status, ok := parseFlags(fs, args)
+	if !ok {
+		return status
+	}
+	switch {
+	case len(pos) > 0:
+		return usageErr(fs, "unexpected argument %q", pos[0])
+	case *manifestFile == "":
+		return usageErr(fs, "--manifest is required")
+	}
+	if status, ok := sf.validate(fs); !ok {
+		return status
+	}
+	raw, err := os.ReadFile(*manifestFile)
+	if err != nil {
+		return failf(env, ExitUsage, "%v", err)
+	}
+	signed, err := manifest.Parse(raw)
+	if err != nil {
+		return failf(env, ExitUsage, "%s: %v", *manifestFile, err)
+	}
+	body := map[string]any{"manifest": raw}
+	if *now {
+		body["now"] = true
+	}
+	if *settled {
+		body["requireSettled"] = true
+	}
+	if len(sources) > 0 {
+		body["sources"] = map[string]map[string]any(sources)
+	}
+	if kind == "ota.install" {
+		if *tries != 0 {
+			body["maxTries"] = *tries
+		}
+		if *deadline != 0 {
+			body["healthDeadlineSec"] = int64(deadline.Seconds())
+		}
+	}
+	enc, err := tmsproto.Marshal(body)
+	if err != nil {
+		return failf(env, ExitUsage, "%v", err)
+	}
+	ack, status := sf.send(ctx, env, fs, &cf, kind, enc, fmt.Sprintf("%s (release %s, serial %d)", kind, signed.Release.Name, signed.Release.Serial))
+	if status != ExitOK {
+		return status
+	}
+	return printFinalAck(env, ack)
 }
 
 // releaseSpec is the JSON a release is described in; sizes and digests come from the files.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/tmsclient"
 	"github.com/posagent/posagent/ota/manifest"
 )
@@ -254,5 +255,57 @@ func TestReleaseSignRefuses(t *testing.T) {
 	}
 	if r := tmsctl(ctx, "", "release", "-h"); r.code != ExitOK || !strings.Contains(r.stdout.String(), "sign") {
 		t.Errorf("help: %d %s", r.code, r.stdout.String())
+	}
+}
+
+func TestReleaseInstallSendsAndFollows(t *testing.T) {
+	type body struct {
+		Manifest []byte                       `cbor:"manifest"`
+		Now      bool                         `cbor:"now"`
+		MaxTries int                          `cbor:"maxTries"`
+		Sources  map[string]map[string]string `cbor:"sources"`
+	}
+	got := make(chan body, 4)
+	ctx, url, keyFile, agent := sendFixture(t, func(cmd *tmsproto.Command) []tmsproto.Ack {
+		var b body
+		if err := tmsproto.Unmarshal(cmd.Body, &b); err != nil || cmd.Kind != "ota.install" {
+			return []tmsproto.Ack{{State: tmsproto.StateRejected, Reason: tmsproto.ReasonInvalidBody}}
+		}
+		got <- b
+		return []tmsproto.Ack{{State: tmsproto.StateAccepted}, {State: tmsproto.StateRunning, Stage: "downloading", Progress: 30},
+			{State: tmsproto.StateRunning, Stage: "health-check", Progress: 95}, {State: tmsproto.StateSucceeded, Progress: 100}}
+	})
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	raw, err := manifest.Sign(priv, "rel-1", manifest.Release{V: 1, Name: "r1", Serial: 1, Issued: now.Unix(), Expires: now.Add(time.Hour).Unix(),
+		Components: []manifest.Component{{Name: "agent", Kind: manifest.KindAgent, Version: "2.0.0", Arch: "linux/arm64", Size: 10, SHA256: make([]byte, 32)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "r1.cose")
+	if err := os.WriteFile(file, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := tmsctl(ctx, "", "release", "install", "--broker", url, "--device", "T-1", "--sign-key", keyFile, "--manifest", file,
+		"--now", "--max-tries", "2", "--source", "agent=https://cdn.example/agent")
+	if r.code != ExitOK {
+		t.Fatalf("install: %d %s", r.code, r.stderr.String())
+	}
+	<-agent.got
+	b := <-got
+	if !bytes.Equal(b.Manifest, raw) || !b.Now || b.MaxTries != 2 || b.Sources["agent"]["url"] != "https://cdn.example/agent" {
+		t.Errorf("body %+v", b)
+	}
+	if !strings.Contains(r.stderr.String(), "downloading") || !strings.Contains(r.stderr.String(), "health-check") {
+		t.Errorf("progress %q", r.stderr.String())
+	}
+	if !strings.Contains(r.stdout.String(), `"state":"succeeded"`) {
+		t.Errorf("final ack %s", r.stdout.String())
+	}
+	if r := tmsctl(ctx, "", "release", "install", "--broker", url, "--device", "T-1", "--sign-key", keyFile, "--manifest", file, "--source", "agent"); r.code != ExitUsage {
+		t.Errorf("bad --source: %d", r.code)
 	}
 }
