@@ -3,7 +3,6 @@ package license
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"regexp"
@@ -214,20 +213,9 @@ func Sign(key ed25519.PrivateKey, kid string, l License) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("license: encode: %w", err)
 	}
-	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	raw, err := tmsproto.Sign1(key, kid, payload)
 	if err != nil {
-		return nil, fmt.Errorf("license: signer: %w", err)
-	}
-	msg := cose.NewSign1Message()
-	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmEdDSA)
-	msg.Headers.Protected[cose.HeaderLabelKeyID] = []byte(kid)
-	msg.Payload = payload
-	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
-		return nil, fmt.Errorf("license: sign: %w", err)
-	}
-	raw, err := msg.MarshalCBOR()
-	if err != nil {
-		return nil, fmt.Errorf("license: encode: %w", err)
+		return nil, fmt.Errorf("license: %w", err)
 	}
 	if len(raw) > MaxSize {
 		return nil, fmt.Errorf("license: %d bytes exceeds %d", len(raw), MaxSize)

@@ -60,6 +60,12 @@ func SignCommand(key ed25519.PrivateKey, kid string, cmd Command) ([]byte, error
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
 	}
+	return Sign1(key, kid, payload)
+}
+
+// Sign1 wraps payload in a COSE_Sign1 signed with the Ed25519 key, algorithm and kid in the
+// protected header: the one signed form of commands, licences and release manifests.
+func Sign1(key ed25519.PrivateKey, kid string, payload []byte) ([]byte, error) {
 	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
 	if err != nil {
 		return nil, fmt.Errorf("signer: %w", err)

@@ -3,7 +3,6 @@ package manifest
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -32,20 +31,9 @@ func Sign(key ed25519.PrivateKey, kid string, r Release) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: encode: %w", err)
 	}
-	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	raw, err := tmsproto.Sign1(key, kid, payload)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: signer: %w", err)
-	}
-	msg := cose.NewSign1Message()
-	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmEdDSA)
-	msg.Headers.Protected[cose.HeaderLabelKeyID] = []byte(kid)
-	msg.Payload = payload
-	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
-		return nil, fmt.Errorf("manifest: sign: %w", err)
-	}
-	raw, err := msg.MarshalCBOR()
-	if err != nil {
-		return nil, fmt.Errorf("manifest: encode: %w", err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	if len(raw) > MaxManifestSize {
 		return nil, fail(ReasonOversized, "", "%d bytes exceeds %d: split the release", len(raw), MaxManifestSize)

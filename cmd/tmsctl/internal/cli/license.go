@@ -2,12 +2,9 @@ package cli
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -168,15 +165,11 @@ a file that is not a licence.`)
 	}
 	code := ExitOK
 	if *pubFile != "" {
-		pub, err := tmsclient.LoadPublicKey(*pubFile)
+		keys, err := trustedKey(*pubFile, *kid)
 		if err != nil {
 			return failf(env, ExitUsage, "%v", err)
 		}
-		id := *kid
-		if id == "" {
-			id = strings.TrimSuffix(filepath.Base(*pubFile), tmsclient.PublicKeySuffix)
-		}
-		v, err := license.NewVerifier(map[string]ed25519.PublicKey{id: pub})
+		v, err := license.NewVerifier(keys)
 		if err != nil {
 			return failf(env, ExitUsage, "%v", err)
 		}
@@ -197,19 +190,7 @@ a file that is not a licence.`)
 }
 
 func readLicenseFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, license.MaxSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > license.MaxSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes: not a licence", path, license.MaxSize)
-	}
-	return raw, nil
+	return readBounded(path, license.MaxSize, "licence")
 }
 
 func runLicenseSend(ctx context.Context, env Env, args []string) int {

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -381,15 +380,11 @@ a file that is not a manifest.`)
 	}
 	code := ExitOK
 	if *trustFile != "" {
-		pub, err := tmsclient.LoadPublicKey(*trustFile)
+		keys, err := trustedKey(*trustFile, *kid)
 		if err != nil {
 			return failf(env, ExitUsage, "%v", err)
 		}
-		id := *kid
-		if id == "" {
-			id = strings.TrimSuffix(filepath.Base(*trustFile), tmsclient.PublicKeySuffix)
-		}
-		v, err := manifest.NewVerifier(map[string]ed25519.PublicKey{id: pub})
+		v, err := manifest.NewVerifier(keys)
 		if err != nil {
 			return failf(env, ExitUsage, "%v", err)
 		}
@@ -410,17 +405,5 @@ a file that is not a manifest.`)
 }
 
 func readManifestFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, manifest.MaxManifestSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > manifest.MaxManifestSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes: not a release manifest", path, manifest.MaxManifestSize)
-	}
-	return raw, nil
+	return readBounded(path, manifest.MaxManifestSize, "release manifest")
 }
