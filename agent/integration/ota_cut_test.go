@@ -251,14 +251,18 @@ func TestAgentSelfUpdateCommitsAndRollsBack(t *testing.T) {
 // SIGKILLed at random points of the download, verification, installation, switch and health
 // check of an update, once or twice per update. After each: a working version answers, the
 // transfer re-fetched at most one block per interruption, exactly one final ack reached the
-// TMS, and a build that cannot start was rolled back. POSAGENT_LONG=1 runs 300 updates.
+// TMS, and a build that cannot start was rolled back. POSAGENT_LONG=1 runs 300 updates,
+// POSAGENT_OTA_TRIALS=N any number.
 func TestOTAPowerCuts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs agent binaries; skipped with -short")
 	}
-	trials := 16
+	trials := 24
 	if os.Getenv("POSAGENT_LONG") != "" {
 		trials = 300
+	}
+	if n, err := strconv.Atoi(os.Getenv("POSAGENT_OTA_TRIALS")); err == nil && n > 0 {
+		trials = n
 	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
