@@ -77,10 +77,7 @@ func (r *Request) Report(ctx context.Context, stage string, pct int) error {
 	if pct < 0 || pct > 100 {
 		return nil
 	}
-	if stage == r.stage && (pct-r.last < 5 && pct != 100) {
-		return nil
-	}
-	if stage == r.stage && pct == r.last {
+	if stage == r.stage && (pct == r.last || pct-r.last < 5 && pct != 100) {
 		return nil
 	}
 	r.stage, r.last = stage, pct
@@ -89,9 +86,6 @@ func (r *Request) Report(ctx context.Context, stage string, pct int) error {
 		e.Stage, a.Stage = stage, stage
 	})
 }
-
-// Stage is the stage last reported (after a restart, the one recorded before it).
-func (r *Request) Stage() string { return r.stage }
 
 // Failure is an error whose failed or rejected ack carries its own reason instead of the
 // generic exec_failed / invalid_body: an OTA says rollback, hash_mismatch, rolled_back….
@@ -117,15 +111,7 @@ func reasonOf(err error, def tmsproto.Reason) tmsproto.Reason {
 
 // Progress reports percent done on up/ack. Reports closer than 5 points apart are dropped so
 // a chatty handler does not flood the air; the error is only a local storage failure.
-func (r *Request) Progress(ctx context.Context, pct int) error {
-	if pct < 0 || pct > 100 || (pct-r.last < 5 && pct != 100) {
-		return nil
-	}
-	r.last = pct
-	return r.d.transition(ctx, r.Command, tmsproto.StateRunning, func(e *entry, a *tmsproto.Ack) {
-		e.Progress, a.Progress = pct, pct
-	})
-}
+func (r *Request) Progress(ctx context.Context, pct int) error { return r.Report(ctx, r.stage, pct) }
 
 // Options configure a Dispatcher.
 type Options struct {

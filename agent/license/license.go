@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/tmsproto"
-	"github.com/veraison/go-cose"
 )
 
 // Format constants.
@@ -225,35 +224,29 @@ func Sign(key ed25519.PrivateKey, kid string, l License) ([]byte, error) {
 
 // parsed is a licence decoded but not yet verified.
 type parsed struct {
-	msg cose.Sign1Message
-	kid string
+	*tmsproto.Signed1
 	lic License
+}
+
+// sign1Kinds are the licence errors of the COSE_Sign1 checks (a wrong algorithm is simply
+// not a licence).
+var sign1Kinds = map[tmsproto.Sign1Step]error{tmsproto.Sign1Malformed: ErrMalformed, tmsproto.Sign1Algorithm: ErrMalformed,
+	tmsproto.Sign1NoKeyID: ErrUnknownKey, tmsproto.Sign1UnknownKey: ErrUnknownKey, tmsproto.Sign1Signature: ErrSignature}
+
+func sign1Error(err error) error {
+	return fail(sign1Kinds[tmsproto.Sign1StepOf(err)], err, "release key")
 }
 
 func parse(raw []byte) (*parsed, error) {
 	if len(raw) > MaxSize {
 		return nil, fail(ErrMalformed, nil, "%d bytes exceeds %d", len(raw), MaxSize)
 	}
-	if len(raw) == 0 {
-		return nil, fail(ErrMalformed, nil, "empty")
+	s, err := tmsproto.OpenSign1(raw)
+	if err != nil {
+		return nil, sign1Error(err)
 	}
-	p := &parsed{}
-	if err := p.msg.UnmarshalCBOR(raw); err != nil {
-		return nil, fail(ErrMalformed, err, "not a COSE_Sign1")
-	}
-	alg, err := p.msg.Headers.Protected.Algorithm()
-	if err != nil || alg != cose.AlgorithmEdDSA {
-		return nil, fail(ErrMalformed, nil, "protected algorithm must be EdDSA")
-	}
-	kid, ok := p.msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
-	if !ok || len(kid) == 0 {
-		return nil, fail(ErrUnknownKey, nil, "no key id in the protected header")
-	}
-	p.kid = string(kid)
-	if p.msg.Payload == nil {
-		return nil, fail(ErrMalformed, nil, "no payload")
-	}
-	if err := tmsproto.Unmarshal(p.msg.Payload, &p.lic); err != nil {
+	p := &parsed{Signed1: s}
+	if err := tmsproto.Unmarshal(p.Payload, &p.lic); err != nil {
 		return nil, fail(ErrMalformed, err, "payload")
 	}
 	if err := p.lic.Validate(); err != nil {
@@ -262,7 +255,7 @@ func parse(raw []byte) (*parsed, error) {
 	// The payload must be exactly the core deterministic encoding of its fields: this refuses
 	// missing fields and alternative encodings of the same values.
 	canon, err := tmsproto.Marshal(p.lic)
-	if err != nil || !bytes.Equal(canon, p.msg.Payload) {
+	if err != nil || !bytes.Equal(canon, p.Payload) {
 		return nil, fail(ErrMalformed, nil, "payload is not the deterministic encoding of every field (missing field?)")
 	}
 	return p, nil
@@ -275,32 +268,22 @@ func Parse(raw []byte) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return Info{License: p.lic, KeyID: p.kid}, nil
+	return Info{License: p.lic, KeyID: p.KeyID}, nil
 }
 
 // Verifier checks licences against the distributor's release keys.
 type Verifier struct {
-	keys map[string]cose.Verifier
+	keys tmsproto.Sign1Keys
 }
 
 // NewVerifier trusts the given Ed25519 release keys, by key id. No keys is allowed: every
 // licence is then refused with ErrUnknownKey.
 func NewVerifier(keys map[string]ed25519.PublicKey) (*Verifier, error) {
-	v := &Verifier{keys: make(map[string]cose.Verifier, len(keys))}
-	for kid, pub := range keys {
-		if kid == "" {
-			return nil, errors.New("license: release key with an empty id")
-		}
-		if len(pub) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("license: release key %q: %d bytes, want %d", kid, len(pub), ed25519.PublicKeySize)
-		}
-		cv, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
-		if err != nil {
-			return nil, fmt.Errorf("license: release key %q: %w", kid, err)
-		}
-		v.keys[kid] = cv
+	k, err := tmsproto.NewSign1Keys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("license: release %w", err)
 	}
-	return v, nil
+	return &Verifier{keys: k}, nil
 }
 
 // Verify decodes raw and checks its signature with a trusted release key. It does not judge
@@ -310,14 +293,10 @@ func (v *Verifier) Verify(raw []byte) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	cv, ok := v.keys[p.kid]
-	if !ok {
-		return Info{}, fail(ErrUnknownKey, nil, "release key %q is not trusted", p.kid)
+	if err := p.Verify(v.keys); err != nil {
+		return Info{}, sign1Error(err)
 	}
-	if err := p.msg.Verify(nil, cv); err != nil {
-		return Info{}, fail(ErrSignature, err, "release key %q", p.kid)
-	}
-	return Info{License: p.lic, KeyID: p.kid}, nil
+	return Info{License: p.lic, KeyID: p.KeyID}, nil
 }
 
 // VerifyFor is Verify, then Bind to t, then Valid at now with skew: everything an install

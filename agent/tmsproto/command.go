@@ -82,24 +82,21 @@ func Sign1(key ed25519.PrivateKey, kid string, payload []byte) ([]byte, error) {
 
 // Verifier checks signed commands against the keys trusted at provisioning.
 type Verifier struct {
-	keys map[string]cose.Verifier
+	keys Sign1Keys
 }
 
 // NewVerifier trusts the given Ed25519 public keys, by key id.
 func NewVerifier(keys map[string]ed25519.PublicKey) (*Verifier, error) {
-	v := &Verifier{keys: make(map[string]cose.Verifier, len(keys))}
-	for kid, pub := range keys {
-		if len(pub) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("key %q: %d bytes, want %d", kid, len(pub), ed25519.PublicKeySize)
-		}
-		cv, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
-		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", kid, err)
-		}
-		v.keys[kid] = cv
+	k, err := NewSign1Keys(keys)
+	if err != nil {
+		return nil, err
 	}
-	return v, nil
+	return &Verifier{keys: k}, nil
 }
+
+// commandReasons are the reject reasons of the COSE_Sign1 checks.
+var commandReasons = map[Sign1Step]Reason{Sign1Malformed: ReasonMalformed, Sign1Algorithm: ReasonBadAlgorithm,
+	Sign1NoKeyID: ReasonUnknownKey, Sign1UnknownKey: ReasonUnknownKey, Sign1Signature: ReasonBadSignature}
 
 // Verify authenticates raw (a COSE_Sign1) and decodes the command inside. It checks only what
 // the message itself proves: size, form, key, signature and command shape. Expiry, replay and
@@ -109,24 +106,12 @@ func (v *Verifier) Verify(raw []byte) (*Command, error) {
 	if len(raw) > MaxCommandSize {
 		return nil, reject(ReasonOversized, "%d bytes exceeds %d", len(raw), MaxCommandSize)
 	}
-	var msg cose.Sign1Message
-	if err := msg.UnmarshalCBOR(raw); err != nil {
-		return nil, &RejectError{Reason: ReasonMalformed, Err: err}
+	msg, err := OpenSign1(raw)
+	if err == nil {
+		err = msg.Verify(v.keys)
 	}
-	alg, err := msg.Headers.Protected.Algorithm()
-	if err != nil || alg != cose.AlgorithmEdDSA {
-		return nil, reject(ReasonBadAlgorithm, "protected algorithm must be EdDSA")
-	}
-	kidRaw, ok := msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
-	if !ok || len(kidRaw) == 0 {
-		return nil, reject(ReasonUnknownKey, "no key id in the protected header")
-	}
-	cv, ok := v.keys[string(kidRaw)]
-	if !ok {
-		return nil, reject(ReasonUnknownKey, "key id %q is not trusted", kidRaw)
-	}
-	if err := msg.Verify(nil, cv); err != nil {
-		return nil, &RejectError{Reason: ReasonBadSignature, Err: err}
+	if err != nil {
+		return nil, &RejectError{Reason: commandReasons[Sign1StepOf(err)], Err: err}
 	}
 	var cmd Command
 	if err := Unmarshal(msg.Payload, &cmd); err != nil {

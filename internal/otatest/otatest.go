@@ -119,10 +119,8 @@ type Server struct {
 	mu     sync.Mutex
 	files  map[string]string
 	open   map[string]*os.File
-	// Served counts data bytes sent; Requests counts requests answered.
-	Served, Requests atomic.Int64
-	// Hold, while set, makes the server ignore requests (a TMS that does not answer).
-	Hold atomic.Bool
+	// Served counts data bytes sent.
+	Served atomic.Int64
 }
 
 // Serve connects to the broker as the TMS and serves until the test ends.
@@ -190,10 +188,6 @@ func Serve(tb testing.TB, brokerURL, user, password string) *Server {
 			case <-ctx.Done():
 				return
 			case m := <-requests:
-				if s.Hold.Load() {
-					continue
-				}
-				s.Requests.Add(1)
 				_ = srv.Handle(ctx, m.Topic(), m.Payload())
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 
 	"github.com/posagent/posagent/agent/tmsproto"
-	"github.com/veraison/go-cose"
 )
 
 // ErrNoKeyID is returned by Sign for an empty key id.
@@ -50,59 +49,42 @@ type Signed struct {
 
 // Verifier checks manifests against the distributor's release keys.
 type Verifier struct {
-	keys map[string]cose.Verifier
+	keys tmsproto.Sign1Keys
 }
 
 // NewVerifier trusts the given Ed25519 release keys, by key id. No keys is allowed: every
 // manifest is then unknown_key.
 func NewVerifier(keys map[string]ed25519.PublicKey) (*Verifier, error) {
-	v := &Verifier{keys: make(map[string]cose.Verifier, len(keys))}
-	for kid, pub := range keys {
-		if kid == "" {
-			return nil, errors.New("manifest: release key with an empty id")
-		}
-		if len(pub) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("manifest: release key %q: %d bytes, want %d", kid, len(pub), ed25519.PublicKeySize)
-		}
-		cv, err := cose.NewVerifier(cose.AlgorithmEdDSA, pub)
-		if err != nil {
-			return nil, fmt.Errorf("manifest: release key %q: %w", kid, err)
-		}
-		v.keys[kid] = cv
+	k, err := tmsproto.NewSign1Keys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: release %w", err)
 	}
-	return v, nil
+	return &Verifier{keys: k}, nil
 }
 
 // envelope is the COSE layer of a manifest, decoded but not yet verified.
 type envelope struct {
-	msg cose.Sign1Message
-	kid string
+	*tmsproto.Signed1
+}
+
+// sign1Reasons are the manifest reasons of the COSE_Sign1 checks.
+var sign1Reasons = map[tmsproto.Sign1Step]Reason{tmsproto.Sign1Malformed: ReasonMalformed,
+	tmsproto.Sign1Algorithm: ReasonBadAlgorithm, tmsproto.Sign1NoKeyID: ReasonUnknownKey,
+	tmsproto.Sign1UnknownKey: ReasonUnknownKey, tmsproto.Sign1Signature: ReasonBadSignature}
+
+func sign1Error(err error) error {
+	return &Error{Reason: sign1Reasons[tmsproto.Sign1StepOf(err)], Err: err}
 }
 
 func openEnvelope(raw []byte) (*envelope, error) {
 	if len(raw) > MaxManifestSize {
 		return nil, fail(ReasonOversized, "", "%d bytes exceeds %d", len(raw), MaxManifestSize)
 	}
-	if len(raw) == 0 {
-		return nil, fail(ReasonMalformed, "", "empty")
+	s, err := tmsproto.OpenSign1(raw)
+	if err != nil {
+		return nil, sign1Error(err)
 	}
-	e := &envelope{}
-	if err := e.msg.UnmarshalCBOR(raw); err != nil {
-		return nil, &Error{Reason: ReasonMalformed, Err: fmt.Errorf("not a COSE_Sign1: %w", err)}
-	}
-	alg, err := e.msg.Headers.Protected.Algorithm()
-	if err != nil || alg != cose.AlgorithmEdDSA {
-		return nil, fail(ReasonBadAlgorithm, "", "protected algorithm must be EdDSA")
-	}
-	kid, ok := e.msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
-	if !ok || len(kid) == 0 {
-		return nil, fail(ReasonUnknownKey, "", "no key id in the protected header")
-	}
-	e.kid = string(kid)
-	if e.msg.Payload == nil {
-		return nil, fail(ReasonMalformed, "", "no payload (detached payloads are not used)")
-	}
-	return e, nil
+	return &envelope{s}, nil
 }
 
 // decode reads the payload strictly: unknown fields and duplicate keys are refused by
@@ -110,12 +92,12 @@ func openEnvelope(raw []byte) (*envelope, error) {
 // it decodes to, so one release has one signed form (and one Digest) and no field can be
 // smuggled in an alternative encoding. Then the shape rules.
 func (e *envelope) decode(raw []byte) (*Signed, error) {
-	s := &Signed{KeyID: e.kid, Digest: sha256.Sum256(raw)}
-	if err := tmsproto.Unmarshal(e.msg.Payload, &s.Release); err != nil {
+	s := &Signed{KeyID: e.KeyID, Digest: sha256.Sum256(raw)}
+	if err := tmsproto.Unmarshal(e.Payload, &s.Release); err != nil {
 		return nil, &Error{Reason: ReasonMalformed, Err: fmt.Errorf("payload: %w", err)}
 	}
 	canon, err := tmsproto.Marshal(s.Release)
-	if err != nil || !bytes.Equal(canon, e.msg.Payload) {
+	if err != nil || !bytes.Equal(canon, e.Payload) {
 		return nil, fail(ReasonMalformed, "", "payload is not the deterministic encoding of a release")
 	}
 	if err := s.Release.Validate(); err != nil {
@@ -134,12 +116,8 @@ func (v *Verifier) Verify(raw []byte) (*Signed, error) {
 	if err != nil {
 		return nil, err
 	}
-	cv, ok := v.keys[e.kid]
-	if !ok {
-		return nil, fail(ReasonUnknownKey, "", "release key %q is not trusted", clip(e.kid))
-	}
-	if err := e.msg.Verify(nil, cv); err != nil {
-		return nil, &Error{Reason: ReasonBadSignature, Err: fmt.Errorf("release key %q: %w", e.kid, err)}
+	if err := e.Verify(v.keys); err != nil {
+		return nil, sign1Error(err)
 	}
 	return e.decode(raw)
 }

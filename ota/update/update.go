@@ -87,7 +87,6 @@ type Options struct {
 	Config    func(ctx context.Context, raw []byte) error // applies a configuration bundle
 	Cert      func(ctx context.Context, name, usage string, pem []byte) error
 	Gate      Gate
-	InWindow  func() bool // whether updates may run now per the maintenance window
 	// Health is the new agent's health check: connected to the TMS and self-test passed.
 	Health func(ctx context.Context) error
 	// Restart asks the agent to stop and be started again by the launcher. The job's context
