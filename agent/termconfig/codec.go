@@ -98,5 +98,12 @@ func (d *Document) Clone() *Document {
 	c.EMVApplications = slices.Clone(d.EMVApplications)
 	c.PaymentProfile.Fees = slices.Clone(d.PaymentProfile.Fees)
 	c.ECR.AllowedNetworks = slices.Clone(d.ECR.AllowedNetworks)
+	c.Security.Diag.RevokedTokens = slices.Clone(d.Security.Diag.RevokedTokens)
+	if d.Security.Diag.Permissions != nil {
+		c.Security.Diag.Permissions = make(map[string][]string, len(d.Security.Diag.Permissions))
+		for r, a := range d.Security.Diag.Permissions {
+			c.Security.Diag.Permissions[r] = slices.Clone(a)
+		}
+	}
 	return &c
 }

@@ -29,6 +29,7 @@ type Document struct {
 	TerminalCapabilities TerminalCapabilities `cbor:"terminalCapabilities,omitempty" json:"terminalCapabilities,omitzero"`
 	HostParameters       HostParameters       `cbor:"hostParameters,omitempty" json:"hostParameters,omitzero"`
 	ECR                  ECRSettings          `cbor:"ecr,omitempty" json:"ecr,omitzero"`
+	Security             SecurityPolicy       `cbor:"security,omitempty" json:"security,omitzero"`
 }
 
 // CashierProfile governs the people working the terminal (seed 004 §6.2: administrator,

@@ -124,6 +124,7 @@ func (c *checker) document(d *Document) {
 	c.capabilities(d.TerminalCapabilities)
 	c.hostParameters(d.HostParameters)
 	c.ecr(d, certs)
+	c.security(d.Security)
 }
 
 // isFactory reports whether d is exactly the factory document, the only one allowed to carry

@@ -69,6 +69,7 @@ func Commands() []Command {
 		{Name: "keys", Summary: "wrap TR-31 key files, load them onto terminals, show key status", Run: runKeys},
 		{Name: "release", Summary: "sign and show OTA release manifests", Run: runRelease},
 		{Name: "serve", Summary: "serve files to terminals over MQTT (OTA block pull)", Run: runServe},
+		{Name: "tech", Summary: "issue technician tokens for the diagnostics port", Run: runTech},
 	}
 }
 
