@@ -136,13 +136,18 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 			return nil, fmt.Errorf("broker: test hook: %w", err)
 		}
 	}
+	handover := newHandover(srv)
+	// Before the access hook: mochi asks the hooks in turn until one allows, so the gate,
+	// which never allows, must come first to be asked at all.
+	if err := srv.AddHook(&deliveryGate{h: handover}, nil); err != nil {
+		return nil, fmt.Errorf("broker: delivery gate hook: %w", err)
+	}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: access hook: %w", err)
 	}
 	if err := srv.AddHook(&resendOrder{srv: srv}, nil); err != nil {
 		return nil, fmt.Errorf("broker: order hook: %w", err)
 	}
-	handover := newHandover(srv)
 	if opts.DataDir != "" {
 		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("broker: data dir: %w", err)

@@ -201,6 +201,44 @@ func (h *handover) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ i
 	h.send(heir, moved)
 }
 
+// holdDelivery makes a message routed to a connection that is still establishing its session
+// wait until the session is established. mochi registers the new connection under its id
+// before it re-sends the inherited queue; a message routed to it in between would be put in
+// the queue (and so re-sent with it) and then written again by its routing goroutine: a
+// duplicate, ahead of older queued messages. Waiting before mochi queues it (its ACL check
+// comes first) delivers it once, behind the re-sent queue.
+func (h *handover) holdDelivery(cl *mqtt.Client) {
+	if h.pending.Load() == 0 || cl.Net.Inline {
+		return
+	}
+	h.mu.Lock()
+	a, ok := h.arriving[cl.ID]
+	h.mu.Unlock()
+	if ok && a.cl == cl {
+		h.wait(a)
+	}
+}
+
+// deliveryGate is the hook through which routing asks holdDelivery. It has no say in access:
+// it answers "not allowed by me", and mochi asks the next hook (the access control).
+type deliveryGate struct {
+	mqtt.HookBase
+	h *handover
+}
+
+func (g *deliveryGate) ID() string { return "posagent-delivery-gate" }
+
+func (g *deliveryGate) Provides(b byte) bool { return b == mqtt.OnACLCheck }
+
+// OnACLCheck is called with write false before a message is queued for a subscriber (and
+// for a client's own SUBSCRIBE, which is only read once its session is established).
+func (g *deliveryGate) OnACLCheck(cl *mqtt.Client, _ string, write bool) bool {
+	if !write {
+		g.h.holdDelivery(cl)
+	}
+	return false
+}
+
 // place adds to heir's queue every stray that is not in it already and returns the packets
 // added (under their new packet ids) and those found already copied with the session. h.mu
 // must be held, and heir must be registered under its id (so mochi no longer replaces its
