@@ -52,6 +52,12 @@ type Options struct {
 	Logs   LogReader // nil: logs.upload answers that no agent log is kept
 	// Extra services started beside the built-in ones (tests use it to drive load).
 	Services map[string]func(ctx context.Context, a *Agent) error
+	// Recent returns the newest lines of the agent's own log, already redacted
+	// (logging.Log.Recent), for the diagnostics port; nil: it shows none.
+	Recent func(n int) []string
+	// Level changes the log level live (logging.Log), for the diagnostics port's logLevel
+	// parameter; nil: that parameter cannot be set.
+	Level LevelSetter
 }
 
 // Agent is a running agent. Its fields are set up by Run and stay fixed afterwards.
@@ -79,6 +85,7 @@ type Agent struct {
 	ecr      ecrAPI
 	ota      otaParts
 	gate     *quietGate
+	diag     diagParts
 	started  time.Time
 
 	statsNow chan struct{}
@@ -119,6 +126,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	}); err != nil {
 		return err
 	}
+	// The audit log first: the operators, the cash-register registrations and the commands
+	// record into it from their first action.
+	if err := a.openDiag(opts); err != nil {
+		return err
+	}
 	if a.term, err = termconfig.Open(a.db); err != nil {
 		return fmt.Errorf("terminal configuration: %w", err)
 	}
@@ -144,8 +156,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// Technicians' tokens are signed by the same TMS keys as commands.
+	techKeys, err := tmsproto.NewSign1Keys(keys)
+	if err != nil {
+		return err
+	}
 	if a.disp, err = command.New(command.Options{DB: a.db, Commit: a.commit, Outbox: a.Outbox, Verifier: verifier,
-		ReplayWindow: cfg.TMS.ReplayWindow, Logger: log.With("svc", "command")}); err != nil {
+		ReplayWindow: cfg.TMS.ReplayWindow, Logger: log.With("svc", "command"), Audit: a.commandAudit}); err != nil {
 		return err
 	}
 	backoff := cfg.Backoff()
@@ -168,6 +185,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return err
 	}
 	if err := a.openECR(); err != nil {
+		return err
+	}
+	if err := a.openDiagServer(techKeys); err != nil {
 		return err
 	}
 	if err := a.openOTA(releaseKeys); err != nil {
@@ -197,15 +217,17 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 
 	a.sup = supervisor.New(supervisor.Options{Logger: log})
 	services := map[string]func(context.Context) error{
-		"commands": a.disp.Run,
-		"tmslink":  a.link.Run,
-		"stats":    a.runStats,
-		"hardware": a.hw.Run,
-		"keys":     a.runKeys,
-		"license":  a.runLicense(a.lic),
-		"payments": a.runPayments,
-		"logs":     a.runLogUpload,
-		"ecr":      a.runECR,
+		"commands":     a.disp.Run,
+		"tmslink":      a.link.Run,
+		"stats":        a.runStats,
+		"hardware":     a.hw.Run,
+		"keys":         a.runKeys,
+		"license":      a.runLicense(a.lic),
+		"payments":     a.runPayments,
+		"logs":         a.runLogUpload,
+		"ecr":          a.runECR,
+		"diag":         a.runDiag,
+		"diag.history": a.runDiagHistory,
 	}
 	for name, run := range opts.Services {
 		services[name] = func(ctx context.Context) error { return run(ctx, a) }
@@ -265,6 +287,7 @@ func (a *Agent) requestRestart() { a.once.Do(func() { close(a.restart) }) }
 // event queues an up/event record. Events are never dropped; a failure is only logged, since
 // the caller has nothing better to do with it.
 func (a *Agent) event(ctx context.Context, kind string, body map[string]any) {
+	a.diag.events.add(kind, body)
 	if _, err := a.Outbox.Append(context.WithoutCancel(ctx), tmsproto.StreamEvent, kind, body); err != nil {
 		a.log.Error("event not queued", "kind", kind, "err", err)
 	}

@@ -61,21 +61,44 @@ func (a *Agent) registerCommands() {
 	a.disp.Register("print.test", command.Kind{Check: emptyBody, Run: a.printTest, Concurrent: true})
 	a.disp.Register("keys.load", command.Kind{Check: checkKeysLoad, Run: a.keysLoad})
 	a.disp.Register("keys.erase", command.Kind{Check: checkKeysErase, Run: a.keysErase})
+	// The same functions as the diagnostics port's terminal.lock, terminal.unlock and settle.
+	a.disp.Register("terminal.lock", command.Kind{Check: emptyBody, Run: func(ctx context.Context, _ *command.Request) (any, error) {
+		return a.lockTerminal(ctx)
+	}})
+	a.disp.Register("terminal.unlock", command.Kind{Check: emptyBody, Run: func(ctx context.Context, _ *command.Request) (any, error) {
+		return a.unlockTerminal(ctx)
+	}})
+	// Not concurrent: one settlement at a time, after the commands before it. Resumed after a
+	// restart, the engine carries an interrupted settlement on from its last committed step.
+	a.disp.Register("settle", command.Kind{Check: emptyBody, Run: func(ctx context.Context, _ *command.Request) (any, error) {
+		st, err := a.Settle(ctx, "")
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}})
 }
 
 // printTest prints the test page and follows it to its end, with the elements printed as
 // progress. Resumed after a restart, it prints the page again: the queue is in memory.
 func (a *Agent) printTest(ctx context.Context, req *command.Request) (any, error) {
+	return a.printTestPage(ctx, func(pct int) error { return req.Progress(ctx, pct) })
+}
+
+// printTestPage prints the test page (the print.test command and the diagnostics port's
+// test.print) and follows it to its end, reporting the elements printed as a percentage; an
+// error from progress cancels the job.
+func (a *Agent) printTestPage(ctx context.Context, progress func(pct int) error) (spool.Info, error) {
 	sp := a.hw.Spooler()
 	model, ok := a.hw.PrinterModel()
 	if sp == nil || !ok {
-		return nil, errors.New("no receipt printer on this terminal")
+		return spool.Info{}, fmt.Errorf("receipt printer: %w", ErrNoDevice)
 	}
 	id := a.board.Identity()
 	tk, err := sp.Submit("test page", spool.TestPage(spool.TestInfo{Serial: id.Serial, Model: id.Model,
 		Board: a.board.Profile().Name, Version: buildinfo.Version, Time: time.Now()}, model))
 	if err != nil {
-		return nil, err
+		return spool.Info{}, err
 	}
 	for {
 		changed := tk.Changed()
@@ -87,16 +110,16 @@ func (a *Agent) printTest(ctx context.Context, req *command.Request) (any, error
 			return info, tk.Err()
 		}
 		if info.Total > 0 {
-			if err := req.Progress(ctx, info.Done*100/info.Total); err != nil {
+			if err := progress(info.Done * 100 / info.Total); err != nil {
 				tk.Cancel()
-				return nil, err
+				return spool.Info{}, err
 			}
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
 			tk.Cancel() // stopping: the command resumes at the next start
-			return nil, ctx.Err()
+			return spool.Info{}, ctx.Err()
 		}
 	}
 }

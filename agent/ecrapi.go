@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/posagent/posagent/agent/audit"
 	"github.com/posagent/posagent/agent/checkout"
 	"github.com/posagent/posagent/agent/ecr"
 	"github.com/posagent/posagent/agent/ecr/access"
@@ -20,7 +21,6 @@ import (
 	"github.com/posagent/posagent/agent/qrpay"
 	"github.com/posagent/posagent/agent/receipt"
 	"github.com/posagent/posagent/agent/termconfig"
-	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/drivers/pinpad"
 )
 
@@ -37,15 +37,7 @@ type ecrAPI struct {
 func (a *Agent) openECR() error {
 	var err error
 	a.ecr.access, err = access.Open(a.db, a.commit, access.Options{Logger: a.log,
-		Audit: func(ctx context.Context, action string, fields map[string]any) {
-			rec := map[string]any{"action": "ecr." + action, "t": time.Now().Unix()}
-			for k, v := range fields {
-				rec[k] = v
-			}
-			if _, err := a.Outbox.Append(ctx, tmsproto.StreamLogAudit, "audit", rec); err != nil {
-				a.log.Warn("audit record not queued", "action", action, "err", err)
-			}
-		}})
+		Audit: a.auditHook(audit.SourceECR, "ecr.")})
 	if err != nil {
 		return fmt.Errorf("ecr access: %w", err)
 	}

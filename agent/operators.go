@@ -9,11 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/posagent/posagent/agent/audit"
 	"github.com/posagent/posagent/agent/checkout"
 	"github.com/posagent/posagent/agent/operator"
 	"github.com/posagent/posagent/agent/payment"
 	"github.com/posagent/posagent/agent/termconfig"
-	"github.com/posagent/posagent/agent/tmsproto"
 )
 
 // Errors of the operator rules around payments.
@@ -31,20 +31,12 @@ type approvals struct {
 	m  map[string]operator.Approval
 }
 
-// openOperators opens the operator table; its audit events go up on up/log/audit.
+// openOperators opens the operator table; its events are audit entries (up/log/audit).
 func (a *Agent) openOperators() error {
 	var err error
 	a.ops, err = operator.Open(operator.Options{DB: a.db, Commit: a.commit, Logger: a.log,
 		Policy: func() termconfig.CashierProfile { return a.term.Active().CashierProfile },
-		Audit: func(ctx context.Context, action string, fields map[string]any) {
-			rec := map[string]any{"action": action, "t": time.Now().Unix()}
-			for k, v := range fields {
-				rec[k] = v
-			}
-			if _, err := a.Outbox.Append(ctx, tmsproto.StreamLogAudit, "audit", rec); err != nil {
-				a.log.Warn("audit record not queued", "action", action, "err", err)
-			}
-		}})
+		Audit:  a.auditHook(audit.SourceOperator, "operator.")})
 	a.approved.m = map[string]operator.Approval{}
 	return err
 }

@@ -225,6 +225,15 @@ func (a *Agent) runPayments(ctx context.Context) error {
 			attempt = 0
 			retry.Reset(0)
 			continue
+		case <-a.diag.wakePay:
+			// Unlocked: sign in now, not at the next retry.
+			attempt = 0
+			if !retry.Stop() {
+				select {
+				case <-retry.C:
+				default:
+				}
+			}
 		case <-retry.C:
 		}
 		if !a.term.Active().AuthHost.Configured() {

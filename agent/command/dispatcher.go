@@ -124,6 +124,29 @@ type Options struct {
 	ReplayWindow int
 	Now          func() time.Time
 	Logger       *slog.Logger
+	// Audit, if set, hears of every command refused (rejected) and every command finished
+	// (succeeded or failed), after that state is committed with its ack. Acceptance and
+	// progress are not audited: the final state says what happened.
+	Audit func(ctx context.Context, ev CommandAudit)
+}
+
+// CommandAudit is one command's outcome for the audit log. It carries no body or result:
+// those may hold key material or configuration; the TMS has them on up/ack.
+type CommandAudit struct {
+	ID    string // empty when the command could not be verified (Ref names it then)
+	Ref   string // hex of the first bytes of the raw message's hash, for an unverified one
+	Kind  string
+	Seq   uint64
+	State tmsproto.State // rejected, succeeded or failed
+	// Reason and Message say why a command was rejected or failed.
+	Reason  tmsproto.Reason
+	Message string
+}
+
+func (d *Dispatcher) audit(ctx context.Context, ev CommandAudit) {
+	if d.opts.Audit != nil {
+		d.opts.Audit(context.WithoutCancel(ctx), ev)
+	}
 }
 
 // Dispatcher owns the commands bucket. Register kinds, then Run.
@@ -320,16 +343,21 @@ func (d *Dispatcher) process(ctx context.Context, key, raw []byte) error {
 	cmd, err := d.opts.Verifier.Verify(raw)
 	if err != nil {
 		log.Warn("command rejected", "ref", tmsproto.Ref(raw), "reason", tmsproto.ReasonOf(err), "err", err)
-		return d.finishInbox(ctx, key, func(tx *store.Tx) error {
+		ferr := d.finishInbox(ctx, key, func(tx *store.Tx) error {
 			_, err := d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", tmsproto.Ack{
 				Ref: tmsproto.Ref(raw), State: tmsproto.StateRejected, Reason: tmsproto.ReasonOf(err), Message: err.Error(),
 			})
 			return err
 		})
+		if ferr == nil {
+			d.audit(ctx, CommandAudit{Ref: tmsproto.Ref(raw), State: tmsproto.StateRejected, Reason: tmsproto.ReasonOf(err), Message: err.Error()})
+		}
+		return ferr
 	}
 	var start *entry
+	var refused *CommandAudit
 	err = d.finishInbox(ctx, key, func(tx *store.Tx) error {
-		start = nil
+		start, refused = nil, nil
 		root := tx.Bucket(bucketCommands)
 		journal, seqs := root.Bucket(bucketJournal), root.Bucket(bucketSeqs)
 		if v := journal.Get([]byte(cmd.ID)); v != nil {
@@ -345,10 +373,12 @@ func (d *Dispatcher) process(ctx context.Context, key, raw []byte) error {
 		}
 		if replayed(root, seqs, cmd.Seq, d.opts.ReplayWindow) {
 			log.Warn("command rejected", "id", cmd.ID, "reason", tmsproto.ReasonReplayedSeq, "seq", cmd.Seq)
-			_, err := d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", tmsproto.Ack{
+			a := tmsproto.Ack{
 				ID: cmd.ID, CmdSeq: cmd.Seq, Kind: cmd.Kind, Ref: tmsproto.Ref(raw), State: tmsproto.StateRejected,
 				Reason: tmsproto.ReasonReplayedSeq, Message: fmt.Sprintf("seq %d was already executed or is older than the replay window", cmd.Seq),
-			})
+			}
+			refused = &CommandAudit{ID: a.ID, Ref: a.Ref, Kind: a.Kind, Seq: a.CmdSeq, State: a.State, Reason: a.Reason, Message: a.Message}
+			_, err := d.opts.Outbox.AppendTx(tx, tmsproto.StreamAck, "ack", a)
 			return err
 		}
 		e := &entry{ID: cmd.ID, Seq: cmd.Seq, Kind: cmd.Kind, Issued: cmd.Issued, Expires: cmd.Expires,
@@ -368,6 +398,7 @@ func (d *Dispatcher) process(ctx context.Context, key, raw []byte) error {
 		}
 		if e.State == tmsproto.StateRejected {
 			log.Warn("command rejected", "id", cmd.ID, "kind", cmd.Kind, "reason", e.Reason, "msg", e.Message)
+			refused = &CommandAudit{ID: e.ID, Kind: e.Kind, Seq: e.Seq, State: e.State, Reason: e.Reason, Message: clip(e.Message)}
 		} else {
 			start = e
 		}
@@ -376,6 +407,9 @@ func (d *Dispatcher) process(ctx context.Context, key, raw []byte) error {
 		}
 		return d.putEntry(tx, e)
 	})
+	if err == nil && refused != nil {
+		d.audit(ctx, *refused)
+	}
 	if err != nil || start == nil {
 		return err
 	}
@@ -465,7 +499,9 @@ func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 			a.Reason, a.Message, a.Progress, a.Result = reason, err.Error(), 0, raw
 		}); terr != nil {
 			log.Error("recording command failure", "err", terr)
+			return
 		}
+		d.audit(ctx, CommandAudit{ID: cmd.ID, Kind: cmd.Kind, Seq: cmd.Seq, State: tmsproto.StateFailed, Reason: reason, Message: clip(err.Error())})
 	}
 	if !known {
 		fail(tmsproto.ReasonInterrupted, fmt.Errorf("kind %q is no longer supported", cmd.Kind))
@@ -512,6 +548,7 @@ func (d *Dispatcher) execute(ctx context.Context, e *entry, resumed bool) {
 		return
 	}
 	log.Info("command succeeded")
+	d.audit(ctx, CommandAudit{ID: cmd.ID, Kind: cmd.Kind, Seq: cmd.Seq, State: tmsproto.StateSucceeded})
 	if kind.Then != nil {
 		kind.Then()
 	}

@@ -28,6 +28,21 @@ type rig struct {
 	done   chan error
 	runs   atomic.Int32
 	block  chan struct{} // when non-nil, "slow" handlers wait on it
+
+	auditMu sync.Mutex
+	audited []CommandAudit
+}
+
+func (r *rig) record(_ context.Context, ev CommandAudit) {
+	r.auditMu.Lock()
+	r.audited = append(r.audited, ev)
+	r.auditMu.Unlock()
+}
+
+func (r *rig) audits() []CommandAudit {
+	r.auditMu.Lock()
+	defer r.auditMu.Unlock()
+	return append([]CommandAudit(nil), r.audited...)
 }
 
 func newRig(t *testing.T, dir string, key ed25519.PrivateKey) *rig {
@@ -46,7 +61,7 @@ func newRig(t *testing.T, dir string, key ed25519.PrivateKey) *rig {
 		t.Fatal(err)
 	}
 	r.d, err = New(Options{DB: r.db, Commit: r.commit, Outbox: r.out, Verifier: v, ReplayWindow: 4,
-		Now: func() time.Time { return r.now }})
+		Now: func() time.Time { return r.now }, Audit: r.record})
 	if err != nil {
 		t.Fatal(err)
 	}

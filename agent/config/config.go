@@ -16,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -53,6 +54,53 @@ type Config struct {
 	License  License              `toml:"license"`
 	ECR      ECR                  `toml:"ecr"`
 	OTA      OTA                  `toml:"ota"`
+	Diag     Diag                 `toml:"diag"`
+}
+
+// Diag is the [diag] table: the technician's diagnostics port (web console and API).
+type Diag struct {
+	// Listen is host:port; "off" disables the port. The default is loopback only: a
+	// technician reaches it on the terminal itself or through a USB network link. Any other
+	// address requires TLS.
+	Listen string `toml:"listen"`
+	// CertFile and KeyFile are an operator-supplied HTTPS certificate; empty with a
+	// non-loopback Listen: the terminal's own self-signed one, made once and kept in
+	// <data_dir>/diag-tls/.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// HistoryInterval is how often resource use is sampled for the console's charts
+	// (HistorySamples are kept).
+	HistoryInterval Duration `toml:"history_interval"`
+}
+
+// HistorySamples is how many resource samples the diagnostics port keeps (an hour at the
+// default interval).
+const HistorySamples = 360
+
+// DiagOff reports whether the diagnostics port is disabled.
+func (c *Config) DiagOff() bool { return c.Diag.Listen == "off" }
+
+// DiagTLS reports whether the diagnostics port serves HTTPS: always with a certificate
+// configured, and always on an address other than loopback, where a password or a token
+// would otherwise cross the shop's network in clear.
+func (c *Config) DiagTLS() bool {
+	if c.Diag.CertFile != "" {
+		return true
+	}
+	return !loopbackListen(c.Diag.Listen)
+}
+
+// loopbackListen reports whether a host:port only binds loopback addresses.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // OTA is the [ota] table: local facts the updater needs that the TMS cannot know.
@@ -166,6 +214,7 @@ func Default() *Config {
 		Outbox:   Outbox{MaxRecords: 20000, MaxBytes: 16 << 20, Inflight: 32},
 		Log:      Log{Level: "info", Format: "text", MaxSize: 1 << 20, Keep: 3},
 		Keystore: Keystore{Backend: "auto"},
+		Diag:     Diag{Listen: "127.0.0.1:8091", HistoryInterval: Duration(10 * time.Second)},
 	}
 }
 

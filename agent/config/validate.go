@@ -45,6 +45,29 @@ var otaLocationRe = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
 
 func validDeviceID(id string) error { return tmsproto.ValidDeviceID(id) }
 
+// ErrBrokerURL is a broker address that is not a URL such as tcp://host:1883.
+var ErrBrokerURL = errors.New("not a broker URL such as tcp://host:1883 or ssl://host:8883")
+
+// ValidBroker checks a TMS broker URL as tms.broker is checked (the diagnostics port's
+// tmsBroker parameter uses it too). Errors wrap ErrBrokerURL.
+func ValidBroker(broker string) error {
+	u, err := url.Parse(broker)
+	if err != nil || u.Scheme == "" {
+		return fmt.Errorf("%q: %w", broker, ErrBrokerURL)
+	}
+	if !brokerSchemes[strings.ToLower(u.Scheme)] {
+		return fmt.Errorf("scheme %q not supported (tcp, mqtt, ssl, tls, mqtts, ws, wss): %w", u.Scheme, ErrBrokerURL)
+	}
+	if u.User != nil {
+		// Credentials belong in tms.username/password, never in an address that is shown.
+		return fmt.Errorf("%q carries credentials: %w", u.Redacted(), ErrBrokerURL)
+	}
+	if host, port, err := net.SplitHostPort(u.Host); err != nil || host == "" || port == "" {
+		return fmt.Errorf("%q needs a host and a port: %w", broker, ErrBrokerURL)
+	}
+	return nil
+}
+
 // Validate checks the whole configuration and returns a *ValidationError naming every problem,
 // or nil.
 func (c *Config) Validate() error {
@@ -199,6 +222,21 @@ func (c *Config) Validate() error {
 	}
 	if (c.ECR.CertFile == "") != (c.ECR.KeyFile == "") {
 		bad("ecr.cert_file", "cert_file and key_file go together")
+	}
+
+	if d := c.Diag; d.Listen != "off" {
+		if host, port, err := net.SplitHostPort(d.Listen); err != nil || port == "" {
+			bad("diag.listen", "%q is not host:port or off", d.Listen)
+		} else if host == "" {
+			// An empty host binds every interface: say so explicitly (0.0.0.0 or [::]).
+			bad("diag.listen", "%q has no host: write 0.0.0.0:%s to listen on every interface", d.Listen, port)
+		}
+	}
+	if (c.Diag.CertFile == "") != (c.Diag.KeyFile == "") {
+		bad("diag.cert_file", "cert_file and key_file go together")
+	}
+	if iv := c.Diag.HistoryInterval.D(); iv < time.Second || iv > time.Hour {
+		bad("diag.history_interval", "%v is outside 1s..1h", c.Diag.HistoryInterval)
 	}
 
 	if len(ps) > 0 {

@@ -22,6 +22,9 @@ type Options struct {
 	File    string
 	MaxSize int64 // rotation size of File; default 1 MiB
 	Keep    int   // rotated files kept besides File
+	// Ring is how many recent lines to keep in memory for the diagnostics port (Recent);
+	// 0 keeps none.
+	Ring int
 }
 
 // Log is the agent's logger and the file behind it.
@@ -29,6 +32,7 @@ type Log struct {
 	Logger *slog.Logger
 	level  *slog.LevelVar
 	file   *RotatingFile
+	ring   *Ring
 }
 
 // ErrNoFile is returned by ReadRange when file logging is off.
@@ -56,6 +60,10 @@ func New(o Options) (*Log, error) {
 
 	l := &Log{level: level}
 	h := console
+	if o.Ring > 0 {
+		l.ring = NewRing(o.Ring)
+		h = slog.NewMultiHandler(h, l.ring.Handler(level))
+	}
 	if o.File != "" {
 		maxSize := o.MaxSize
 		if maxSize <= 0 {
@@ -66,7 +74,7 @@ func New(o Options) (*Log, error) {
 			return nil, err
 		}
 		l.file = f
-		h = slog.NewMultiHandler(console, slog.NewJSONHandler(f, hopts))
+		h = slog.NewMultiHandler(h, slog.NewJSONHandler(f, hopts))
 	}
 	l.Logger = slog.New(NewRedactingHandler(h))
 	return l, nil
@@ -77,6 +85,15 @@ func (l *Log) SetLevel(level slog.Level) { l.level.Set(level) }
 
 // Level is the current level.
 func (l *Log) Level() slog.Level { return l.level.Level() }
+
+// Recent returns at most n of the newest lines kept in memory (Options.Ring), oldest first,
+// already redacted; nil when no ring is kept.
+func (l *Log) Recent(n int) []string {
+	if l.ring == nil {
+		return nil
+	}
+	return l.ring.Recent(n)
+}
 
 // File is the rotating file, or nil when file logging is off.
 func (l *Log) File() *RotatingFile { return l.file }

@@ -96,6 +96,7 @@ type Link struct {
 	client mqtt.Client // of the session up now; nil when down
 
 	published, acked, commands atomic.Uint64
+	pings                      atomic.Uint64
 }
 
 var (
@@ -349,6 +350,41 @@ func (l *Link) PublishBlob(ctx context.Context, transferID string, payload []byt
 		return fmt.Errorf("tmslink: blob request: %w", err)
 	}
 	return nil
+}
+
+// StreamPing is the uplink stream of Ping (topic up/ping).
+const StreamPing = "ping"
+
+// pingTimeout bounds Ping when ctx has no earlier deadline.
+const pingTimeout = 10 * time.Second
+
+// Ping measures a round trip to the broker now: a small QoS 1 publish on up/ping, straight to
+// the session like a blob request (not through the outbox: a ping is only meaningful now),
+// timed until its PUBACK. It returns ErrNotConnected when there is no session. The record is
+// an envelope of kind "ping" whose seq numbers the pings of this process; a TMS may ignore
+// it.
+func (l *Link) Ping(ctx context.Context) (time.Duration, error) {
+	l.mu.Lock()
+	client := l.client
+	l.mu.Unlock()
+	if client == nil || !client.IsConnectionOpen() {
+		return 0, ErrNotConnected
+	}
+	start := time.Now()
+	body, err := tmsproto.Marshal(map[string]any{"sent": start.UnixMilli()})
+	if err != nil {
+		return 0, err
+	}
+	payload, err := tmsproto.Marshal(tmsproto.Envelope{V: tmsproto.Version, Stream: StreamPing, Seq: l.pings.Add(1),
+		TS: start.UnixMilli(), Kind: "ping", Body: body})
+	if err != nil {
+		return 0, err
+	}
+	tok := client.Publish(tmsproto.UpTopic(l.opts.DeviceID, StreamPing), 1, false, payload)
+	if err := wait(ctx, tok, pingTimeout); err != nil {
+		return 0, fmt.Errorf("tmslink: ping: %w", err)
+	}
+	return time.Since(start), nil
 }
 
 func (l *Link) keepAlive() time.Duration {

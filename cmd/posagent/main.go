@@ -30,6 +30,7 @@ commands:
   launch    run the agent from its A/B update slots, with rollback (posagent launch -h)
   selftest  test the terminal's devices, with the agent stopped (same flags as run)
   ecr       act as a cash register on the terminal's ECR API (posagent ecr -h)
+  diag      talk to a running agent's diagnostics port, as a technician (posagent diag -h)
   version   print version, commit, build date and target
 `
 
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return selfTest(args[1:], stdout, stderr)
 	case "ecr":
 		return ecrCommand(args[1:], stdout, stderr)
+	case "diag":
+		return diagCommand(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String())
 		return 0
@@ -86,7 +89,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	}
 	logs, err := logging.New(logging.Options{
 		Level: cfg.LogLevel(), Format: cfg.Log.Format, File: cfg.LogFile(),
-		MaxSize: int64(cfg.Log.MaxSize), Keep: cfg.Log.Keep, Stderr: stderr,
+		MaxSize: int64(cfg.Log.MaxSize), Keep: cfg.Log.Keep, Stderr: stderr, Ring: logging.DefaultRingLines,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "posagent:", err)
@@ -94,7 +97,8 @@ func runAgent(args []string, stderr io.Writer) int {
 	}
 	defer logs.Close()
 	log := logs.Logger
-	opts := agent.Options{Logger: log}
+	// The diagnostics port shows the newest lines and may change the level live.
+	opts := agent.Options{Logger: log, Recent: logs.Recent, Level: logs}
 	if cfg.LogFile() != "" {
 		opts.Logs = logs
 	}
