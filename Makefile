@@ -15,6 +15,9 @@ FUZZTIME      ?= 10s
 SMOKE_FUZZTIME ?= 5s
 TEST_TIMEOUT  ?= 20m
 BENCH_OUT     ?= bench.out
+# Screenshots of the browser tests (internal/browsertest); the directory ignores itself in git.
+ARTEFACTS     ?= artefacts
+export POSAGENT_ARTEFACTS ?= $(CURDIR)/$(ARTEFACTS)
 ARGS          ?=
 
 # Tools installed with `go install` (staticcheck) live here.
@@ -124,4 +127,4 @@ bench:
 	cat $(BENCH_OUT); exit $$status
 
 clean:
-	rm -rf bin dist $(BENCH_OUT)
+	rm -rf bin dist $(BENCH_OUT) $(ARTEFACTS)
