@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -178,6 +179,10 @@ func (e *env) configFileWithBroker(broker, mode string) string {
 
 func (e *env) writeConfig(broker, keepalive, stats, extra string) string {
 	e.t.Helper()
+	if !strings.Contains(extra, "[diag]") {
+		// Agents of parallel tests and packages must not compete for the default port.
+		extra += "\n[diag]\nlisten = \"127.0.0.1:0\"\n"
+	}
 	cfg := fmt.Sprintf(`device_id = %q
 data_dir = %q
 board = "sim"

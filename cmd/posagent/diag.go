@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -413,7 +414,7 @@ func (d *diagCLI) describe(action string, ok bool, ae *diagclient.ActionError, r
 			if _, list := v.([]any); list {
 				continue
 			}
-			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+			parts = append(parts, k+"="+fieldText(v))
 		}
 	}
 	line := action + ": ok"
@@ -579,7 +580,7 @@ func diagEvents(d *diagCLI, args []string) (runner, bool) {
 		for _, e := range ev {
 			var f []string
 			for _, k := range sortedKeys(e.Fields) {
-				f = append(f, fmt.Sprintf("%s=%v", k, e.Fields[k]))
+				f = append(f, k+"="+fieldText(e.Fields[k]))
 			}
 			fmt.Fprintf(d.stdout, "%s  %s  %s\n", e.Time.Local().Format(time.DateTime), e.Kind, strings.Join(f, " "))
 		}
@@ -629,7 +630,7 @@ func diagAudit(d *diagCLI, args []string) (runner, bool) {
 		for _, e := range es {
 			var f []string
 			for _, k := range sortedKeys(e.Fields) {
-				f = append(f, fmt.Sprintf("%s=%v", k, e.Fields[k]))
+				f = append(f, k+"="+fieldText(e.Fields[k]))
 			}
 			fmt.Fprintf(d.stdout, "#%d  %s  %-6s %-8s %-20s %s  %s\n", e.Seq, e.Time.Local().Format(time.DateTime),
 				e.Source, e.Outcome, e.Action, e.Actor, strings.Join(f, " "))
@@ -770,4 +771,13 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// fieldText prints a field decoded from JSON: whole numbers (unix times, counts) come back as
+// float64 and would otherwise print as 1.795e+09.
+func fieldText(v any) string {
+	if f, ok := v.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return strconv.FormatInt(int64(f), 10)
+	}
+	return fmt.Sprint(v)
 }

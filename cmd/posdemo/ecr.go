@@ -33,9 +33,19 @@ func ecrListen(addr string) (got, note string, err error) {
 	if addr == "" {
 		addr = defaultECRAddr
 	}
+	got, note, err = freeAddr(addr, "The cash-register API", "-ecr")
+	if err != nil {
+		return "", "", fmt.Errorf("%w %w", errECRAddr, err)
+	}
+	return got, note, nil
+}
+
+// freeAddr returns addr when it can be listened on, else a free port on the same host and a
+// note saying so (what listens there, and the flag that chooses the address).
+func freeAddr(addr, what, flag string) (got, note string, err error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", "", fmt.Errorf("%w %q: %w", errECRAddr, addr, err)
+		return "", "", fmt.Errorf("%q: %w", addr, err)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err == nil {
@@ -46,12 +56,12 @@ func ecrListen(addr string) (got, note string, err error) {
 	busy := err
 	ln, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return "", "", fmt.Errorf("%w %s: %w; and no free port on %s: %w", errECRAddr, addr, busy, host, err)
+		return "", "", fmt.Errorf("%s: %w; and no free port on %s: %w", addr, busy, host, err)
 	}
 	got = ln.Addr().String()
 	ln.Close()
 	return got, fmt.Sprintf("posdemo: %s is busy (%v): another program, or another demo, listens there.\n"+
-		"  The cash-register API listens on %s instead (-ecr chooses the address).\n", addr, unwrapOp(busy), got), nil
+		"  %s listens on %s instead (%s chooses the address).\n", addr, unwrapOp(busy), what, got, flag), nil
 }
 
 // unwrapOp shortens "listen tcp 127.0.0.1:8080: bind: address already in use" to its cause.

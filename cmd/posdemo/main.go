@@ -94,6 +94,10 @@ type demoInfo struct {
 	ECRNote     string            // why it is not where it was asked to be ("" when it is)
 	Tap         string            // the card the simulated customer taps ("" when off)
 	ECRErr      error             // /v2/deviceinfo did not answer once the agent was ready
+	DiagURL     string            // the technician's diagnostics port
+	DiagNote    string            // why it is not on the default port ("" when it is)
+	TokenFile   string            // a technician token for it
+	ConfigFile  string            // the agent's configuration
 }
 
 // run is the whole demo: it returns nil when ctx ends, an error when something cannot start
@@ -150,6 +154,14 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	diagAddr, diagNote, err := freeAddr(defaultDiagAddr, "The technician's diagnostics port", "the [diag] listen of the agent's configuration")
+	if err != nil {
+		return fmt.Errorf("diagnostics port %w", err)
+	}
+	tokenPath, err := issueTechToken(dir, sec.cmdKey, time.Now())
+	if err != nil {
+		return err
+	}
 	host, err := startHost(dir, sec.kek, o.QRPayDelay, log)
 	if err != nil {
 		return err
@@ -183,7 +195,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	cfgPath := filepath.Join(dir, "posagent.toml")
-	if err := writeAgentConfig(cfgPath, dir, brokerURL, ecrAddr, sec, devices); err != nil {
+	if err := writeAgentConfig(cfgPath, dir, brokerURL, ecrAddr, diagAddr, sec, devices); err != nil {
 		return err
 	}
 
@@ -213,7 +225,8 @@ func run(ctx context.Context, o options) error {
 		"  %s\n\n%s", brokerURL, deviceID, host.Addr(), ecrURL(ecrAddr), payHint(ecrURL(ecrAddr), demoPayAmount), ecrNote)
 
 	info := demoInfo{Dir: dir, BrokerURL: brokerURL, TMSPassword: sec.tmsPW, Key: sec.cmdKey,
-		HostAddr: host.Addr(), HostHTTP: host.HTTPAddr(), ECRURL: ecrURL(ecrAddr), ECRNote: ecrNote, Tap: tapCard}
+		HostAddr: host.Addr(), HostHTTP: host.HTTPAddr(), ECRURL: ecrURL(ecrAddr), ECRNote: ecrNote, Tap: tapCard,
+		DiagURL: "http://" + diagAddr + "/", DiagNote: diagNote, TokenFile: tokenPath, ConfigFile: cfgPath}
 	pctx, cancelProv := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -262,7 +275,7 @@ func run(ctx context.Context, o options) error {
 
 // writeAgentConfig writes the agent's configuration. The broker URL may change between runs
 // (a busy port), so the file is rewritten every time.
-func writeAgentConfig(path, dir, brokerURL, ecrAddr string, sec *secrets, devices string) error {
+func writeAgentConfig(path, dir, brokerURL, ecrAddr, diagAddr string, sec *secrets, devices string) error {
 	cfg := fmt.Sprintf(`# Written by posdemo on every start; see docs/configuration.md.
 device_id = %q
 data_dir = %q
@@ -290,11 +303,15 @@ public_key = %q
 [ecr]
 listen = %q
 
+# The technician's diagnostics port (docs/diag.md): loopback, plain HTTP.
+[diag]
+listen = %q
+
 [log]
 level = "info"
 %s`, deviceID, filepath.Join(dir, "data"), brokerURL, filepath.Join(dir, "device.password"),
 		sec.cmdKey.ID, tmsclient.PublicKeyBase64(sec.cmdKey.Public()),
-		sec.releaseKey.ID, tmsclient.PublicKeyBase64(sec.releaseKey.Public()), ecrAddr, devices)
+		sec.releaseKey.ID, tmsclient.PublicKeyBase64(sec.releaseKey.Public()), ecrAddr, diagAddr, devices)
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
@@ -379,6 +396,11 @@ Try, in another terminal:
   bin/tmsctl send  %s %s print.test   (the page lands in %s)
   bin/tmsctl send  %s %s reboot
 
+Technician's diagnostics port (docs/diag.md): open %s in a browser and paste the
+token in %s (valid 8 hours, role service), or on the command line:
+  bin/posagent diag -config %s -token-file %s status
+  bin/posagent diag -config %s -token-file %s selftest
+%s
 Ctrl-C stops the demo; its state stays in %s.
 
 `, d.HostAddr, demoTID, demoMID,
@@ -393,6 +415,10 @@ Ctrl-C stops the demo; its state stays in %s.
 		conn, send,
 		conn, send, filepath.Join(d.Dir, "receipts"),
 		conn, send,
+		d.DiagURL, d.TokenFile,
+		d.ConfigFile, d.TokenFile,
+		d.ConfigFile, d.TokenFile,
+		d.DiagNote,
 		d.Dir)
 }
 
