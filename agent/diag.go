@@ -709,11 +709,16 @@ func (t diagTerminal) Act(ctx context.Context, action string, params json.RawMes
 		if p.ID == "" {
 			return nil, &diag.ParamError{Reason: "id: required"}
 		}
+		// The audit entry names who decided: the technician, when the port says who it is.
+		by := "diag"
+		if tech := diag.ActorFrom(ctx); tech != "" {
+			by = "diag:" + tech
+		}
 		var err error
 		if action == diag.ActECRApprove {
-			err = a.ecr.access.Approve(ctx, p.ID, "diag")
+			err = a.ecr.access.Approve(ctx, p.ID, by)
 		} else {
-			err = a.ecr.access.Deny(ctx, p.ID, "diag")
+			err = a.ecr.access.Deny(ctx, p.ID, by)
 		}
 		if err != nil {
 			return nil, err

@@ -21,6 +21,7 @@ import (
 	"github.com/posagent/posagent/agent/audit"
 	"github.com/posagent/posagent/agent/config"
 	"github.com/posagent/posagent/agent/diag"
+	"github.com/posagent/posagent/agent/ecr/access"
 	"github.com/posagent/posagent/agent/logging"
 	"github.com/posagent/posagent/board/sim"
 	"github.com/posagent/posagent/internal/testbroker"
@@ -503,5 +504,58 @@ func TestMaskFields(t *testing.T) {
 	}
 	if maskFields(nil) != nil {
 		t.Error("nil body")
+	}
+}
+
+// TestDiagECRDecisionNamesTheTechnician: a cash register's registration approved or refused
+// over the diagnostics port is recorded as the technician's decision (diag.WithActor), and
+// as the port's when no technician is known.
+func TestDiagECRDecisionNamesTheTechnician(t *testing.T) {
+	r := startDiagAgent(t, t.TempDir(), "", "")
+	a := r.a
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		action, till, tech, by, entry string
+		outcome                       error
+	}{
+		{diag.ActECRApprove, "till-1", "tech42", "diag:tech42", "ecr.register.approve", nil},
+		{diag.ActECRReject, "till-2", "tech7", "diag:tech7", "ecr.register.deny", access.ErrDenied},
+		{diag.ActECRApprove, "till-3", "", "diag", "ecr.register.approve", nil},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := a.ecr.access.Register(ctx, tc.till, "192.0.2.9")
+			done <- err
+		}()
+		var id string
+		waitUntil(t, tc.till+"'s request", func() bool {
+			p, ok := a.ecr.access.Pending()
+			id = p.ID
+			return ok && p.Name == tc.till
+		})
+		actx := ctx
+		if tc.tech != "" {
+			actx = diag.WithActor(ctx, tc.tech)
+		}
+		if _, err := (diagTerminal{a}).Act(actx, tc.action, json.RawMessage(`{"id":"`+id+`"}`), nil); err != nil {
+			t.Fatalf("%s %s: %v", tc.action, tc.till, err)
+		}
+		if err := <-done; !errors.Is(err, tc.outcome) {
+			t.Fatalf("%s's registration ended with %v, want %v", tc.till, err, tc.outcome)
+		}
+		entries, err := a.Audit().Recent(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []audit.Entry
+		for _, e := range entries {
+			if e.Action == tc.entry && e.Fields["name"] == tc.till {
+				got = append(got, e)
+			}
+		}
+		if len(got) != 1 || got[0].Actor != tc.by || got[0].Source != audit.SourceECR || got[0].Fields["by"] != tc.by {
+			t.Errorf("%s of %s: entries %+v, want one by %s", tc.entry, tc.till, got, tc.by)
+		}
 	}
 }

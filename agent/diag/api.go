@@ -66,7 +66,11 @@ func (s *Server) withSession(h sessionHandler) http.HandlerFunc {
 			writeError(w, sessionError(auth.ErrNoSession))
 			return
 		}
-		sess, err := s.o.Auth.Session(c.Value)
+		lookup := s.o.Auth.Session
+		if background(r) {
+			lookup = s.o.Auth.Peek
+		}
+		sess, err := lookup(c.Value)
 		if err != nil {
 			clearCookie(w, r)
 			writeError(w, sessionError(err))
@@ -80,6 +84,14 @@ func (s *Server) withSession(h sessionHandler) http.HandlerFunc {
 		}
 		h(w, r, sess)
 	}
+}
+
+// background reports whether a request is one of the console's timed refreshes, which must
+// not count as the technician's activity: otherwise a page left open polls its session alive
+// forever and the server's idle timeout never ends it. Only reads qualify; a POST is always
+// something a person did.
+func background(r *http.Request) bool {
+	return r.Method != http.MethodPost && r.Header.Get(HeaderBackground) == "1"
 }
 
 var crossOrigin = &apiError{status: http.StatusForbidden, code: codeCSRF, msg: "request from another origin"}
@@ -279,7 +291,7 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request, sess *auth
 	if action == ActAuditVerify {
 		result, err = s.verifyAudit(r.Context())
 	} else {
-		result, err = s.o.Terminal.Act(r.Context(), action, raw, nil)
+		result, err = s.o.Terminal.Act(WithActor(r.Context(), sess.Technician), action, raw, nil)
 	}
 	fields := auditFields(params)
 	if fields == nil {

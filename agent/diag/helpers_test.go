@@ -53,6 +53,7 @@ type fakeTerminal struct {
 	mu      sync.Mutex
 	acts    []string
 	params  []json.RawMessage
+	actors  []string // ActorFrom of each action's context
 	bundles int
 	// bundleErr fails the bundle before anything is written.
 	bundleErr error
@@ -81,6 +82,7 @@ func (f *fakeTerminal) Act(ctx context.Context, action string, params json.RawMe
 	f.mu.Lock()
 	f.acts = append(f.acts, action)
 	f.params = append(f.params, params)
+	f.actors = append(f.actors, ActorFrom(ctx))
 	f.mu.Unlock()
 	switch action {
 	case ActSelfTest:
@@ -264,9 +266,10 @@ func (e *env) client() *client {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	hc := e.ts.Client()
+	// A copy: httptest hands out one *http.Client, and each client needs its own jar.
+	hc := *e.ts.Client()
 	hc.Jar = jar
-	return &client{e: e, hc: hc}
+	return &client{e: e, hc: &hc}
 }
 
 // answer is one response, read whole.

@@ -48,6 +48,10 @@ const CookieName = "posdiag"
 // HeaderCSRF carries the session's CSRF token on every POST but login.
 const HeaderCSRF = "X-CSRF-Token"
 
+// HeaderBackground, set to "1" on a GET, marks a refresh the console made on its own timer:
+// the session is checked but not marked seen, so the idle timeout still runs.
+const HeaderBackground = "X-Diag-Background"
+
 // MaxBody bounds every request body.
 const MaxBody = 16 << 10
 

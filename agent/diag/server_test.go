@@ -802,3 +802,103 @@ func mustURL(t *testing.T, s string) *url.URL {
 }
 
 type bboltTx = store.Tx
+
+// TestBackgroundPollsDoNotKeepTheSessionAlive: the console's timed refreshes (marked with
+// HeaderBackground) do not count as activity, so a page left open still reaches the idle
+// timeout; a request the technician made does count.
+func TestBackgroundPollsDoNotKeepTheSessionAlive(t *testing.T) {
+	e := newEnv(t) // idle 15 min
+	poll := map[string]string{HeaderBackground: "1"}
+	left := e.client()   // a page left open: only its timer asks
+	active := e.client() // the technician taps now and then
+	left.loginToken(e.token(auth.RoleService))
+	active.loginToken(e.token(auth.RoleService, func(c *auth.Claims) { c.Technician = "tech7" }))
+	for minute := 1; minute < 15; minute++ {
+		e.clk.add(time.Minute)
+		for _, c := range []*client{left, active} {
+			for _, p := range []string{"/api/status", "/api/history", "/api/session"} {
+				if a := c.do(http.MethodGet, p, "", poll); a.status != http.StatusOK {
+					t.Fatalf("background %s after %d min: %d %s", p, minute, a.status, a.body)
+				}
+			}
+		}
+		if minute == 10 {
+			if a := active.get("/api/events"); a.status != http.StatusOK {
+				t.Fatalf("a request of the technician: %d", a.status)
+			}
+		}
+	}
+	e.clk.add(time.Minute) // 15 minutes since the sign-in, 5 since the active one's request
+	a := left.do(http.MethodGet, "/api/status", "", poll)
+	if a.status != http.StatusUnauthorized || a.code(t) != codeSessionExpired {
+		t.Fatalf("polled only in the background for 15 min: %d %s", a.status, a.body)
+	}
+	if !strings.Contains(a.header.Get("Set-Cookie"), "Max-Age=0") {
+		t.Errorf("the dead cookie is not cleared: %q", a.header.Get("Set-Cookie"))
+	}
+	if a := active.do(http.MethodGet, "/api/status", "", poll); a.status != http.StatusOK {
+		t.Fatalf("a session used 5 minutes ago: %d %s", a.status, a.body)
+	}
+	en := e.find("diag.sessionExpired")
+	if len(en) != 1 || en[0].Actor != "tech42" || en[0].Fields["reason"] != "idle" {
+		t.Fatalf("expiry entries %+v", en)
+	}
+
+	// An action is the technician's doing even with the header: it keeps the session.
+	e.clk.add(9 * time.Minute) // 14 minutes since the active one's last request
+	if a := active.do(http.MethodPost, "/api/actions/"+ActPrintTest, "", poll); a.status != http.StatusOK {
+		t.Fatalf("action: %d %s", a.status, a.body)
+	}
+	e.clk.add(10 * time.Minute)
+	if a := active.do(http.MethodGet, "/api/status", "", poll); a.status != http.StatusOK {
+		t.Fatalf("10 minutes after an action: %d %s", a.status, a.body)
+	}
+	// Anything but "1" is not a background poll.
+	e.clk.add(4 * time.Minute) // 14 minutes since the action
+	if a := active.do(http.MethodGet, "/api/status", "", map[string]string{HeaderBackground: "0"}); a.status != http.StatusOK {
+		t.Fatalf("header 0: %d %s", a.status, a.body)
+	}
+	e.clk.add(10 * time.Minute)
+	if a := active.do(http.MethodGet, "/api/status", "", poll); a.status != http.StatusOK {
+		t.Fatalf("10 minutes after a request with %s: 0: %d %s", HeaderBackground, a.status, a.body)
+	}
+	e.clk.add(5 * time.Minute)
+	if a := active.do(http.MethodGet, "/api/status", "", poll); a.status != http.StatusUnauthorized || a.code(t) != codeSessionExpired {
+		t.Fatalf("15 minutes of background polls only: %d %s", a.status, a.body)
+	}
+}
+
+// TestActionsKnowTheTechnician: the Terminal sees who runs an action (WithActor).
+func TestActionsKnowTheTechnician(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	c.loginToken(e.token(auth.RoleService, func(c *auth.Claims) { c.Technician = "tech7" }))
+	if a := c.post("/api/actions/"+ActPrintTest, ""); a.status != http.StatusOK {
+		t.Fatalf("action: %d %s", a.status, a.body)
+	}
+	c2 := e.client()
+	if a, _ := c2.login(`{"password":"` + adminPassword + `"}`); a.status != http.StatusOK {
+		t.Fatalf("admin login: %d", a.status)
+	}
+	if a := c2.post("/api/actions/"+ActEchoHost, ""); a.status != http.StatusOK {
+		t.Fatalf("action: %d %s", a.status, a.body)
+	}
+	e.term.mu.Lock()
+	defer e.term.mu.Unlock()
+	if !slices.Equal(e.term.actors, []string{"tech7", auth.AdminTechnician}) {
+		t.Fatalf("actors %q", e.term.actors)
+	}
+}
+
+func TestActorContext(t *testing.T) {
+	if got := ActorFrom(context.Background()); got != "" {
+		t.Fatalf("no actor: %q", got)
+	}
+	ctx := WithActor(context.Background(), "tech42")
+	if got := ActorFrom(ctx); got != "tech42" {
+		t.Fatalf("actor %q", got)
+	}
+	if got := ActorFrom(WithActor(ctx, "tech7")); got != "tech7" {
+		t.Fatalf("inner actor %q", got)
+	}
+}

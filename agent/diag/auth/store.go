@@ -397,6 +397,11 @@ func (s *Store) LoginPassword(ctx context.Context, password, remote string) (*Se
 // whose method the policy no longer accepts), ends with ErrSessionExpired.
 func (s *Store) Session(id string) (*Session, error) { return s.current(id, true) }
 
+// Peek is Session for a request nobody made: the console's timed refreshes. It applies the
+// same checks (and ends an expired session the same way) but leaves LastSeen alone, so a page
+// left open and polling still reaches the idle timeout.
+func (s *Store) Peek(id string) (*Session, error) { return s.current(id, false) }
+
 // current is Session, touching LastSeen or not; an expiry found here is audited.
 func (s *Store) current(id string, touch bool) (*Session, error) {
 	sess, reason, err := s.lookup(id, touch)

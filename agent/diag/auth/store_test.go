@@ -473,3 +473,47 @@ func TestOpenRefusesACorruptLockRecord(t *testing.T) {
 		t.Fatal("a corrupt lock-out record was accepted (it would lift the lock-out)")
 	}
 }
+
+func TestPeekDoesNotKeepItAlive(t *testing.T) {
+	e := newEnv(t)
+	s := e.login()
+	e.clk.add(10 * time.Minute)
+	got, err := e.s.Peek(s.ID)
+	if err != nil {
+		t.Fatalf("peek at a live session: %v", err)
+	}
+	if got.Technician != s.Technician || got.ID != s.ID || !got.LastSeen.Equal(t0) {
+		t.Fatalf("peek gave %+v, want the session last seen at login", got)
+	}
+	// Peeking every minute does not move LastSeen: the idle timeout counts from the login.
+	for range 4 {
+		e.clk.add(time.Minute)
+		if _, err := e.s.Peek(s.ID); err != nil {
+			t.Fatalf("peek before the idle timeout: %v", err)
+		}
+	}
+	e.clk.add(time.Minute) // 15 minutes since the login
+	if _, err := e.s.Peek(s.ID); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("peek past the idle timeout: %v, want ErrSessionExpired", err)
+	}
+	if _, err := e.s.Session(s.ID); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("after an expiry found by Peek: %v, want ErrNoSession", err)
+	}
+	if ev := e.rec.find("diag.sessionExpired"); len(ev) != 1 || ev[0].Fields["reason"] != "idle" {
+		t.Fatalf("expiry events %+v, want one idle", ev)
+	}
+
+	// A real request in between does move it.
+	s2 := e.login()
+	e.clk.add(10 * time.Minute)
+	if _, err := e.s.Session(s2.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.add(10 * time.Minute)
+	if _, err := e.s.Peek(s2.ID); err != nil {
+		t.Fatalf("peek 10 minutes after a request: %v", err)
+	}
+	if _, err := e.s.Peek("unknown"); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("peek at an unknown session: %v", err)
+	}
+}

@@ -31,6 +31,22 @@
   // A second tap within a few seconds confirms these.
   const CONFIRM = new Set(['terminal.lock', 'settle', 'test.drawer']);
 
+  // How a device's state is shown. Boards report readings as states, and a normal reading
+  // need not be "ok": a dock sensor says docked or undocked, both fine. "warning" wants
+  // attention soon (paper running low), "fault" stops the device, "neutral" is nothing to
+  // judge (no such device, not asked yet). A state not listed is shown as a warning: the
+  // console cannot tell, and red would cry wolf. Sources: board (ok, fault, absent, unknown),
+  // the boards' sensors, agent/hardware (gone, error) and the printer's status.
+  const DEVICE_STATES = new Map([
+    ['ok', 'ok'], ['ready', 'ok'], ['connected', 'ok'], ['online', 'ok'], ['idle', 'ok'], ['closed', 'ok'],
+    ['docked', 'ok'], ['undocked', 'ok'],
+    ['low', 'warning'], ['paper-near-end', 'warning'],
+    ['fault', 'fault'], ['error', 'fault'], ['gone', 'fault'], ['offline', 'fault'], ['paper-out', 'fault'], ['cover-open', 'fault'],
+    ['absent', 'neutral'], ['unknown', 'neutral'], ['disabled', 'neutral'],
+  ]);
+  const LEVEL_CLASS = {ok: 'ok', warning: 'warn', fault: 'bad', neutral: ''};
+  function deviceLevel(state) { return state ? DEVICE_STATES.get(String(state).toLowerCase()) || 'warning' : 'neutral'; }
+
   // ---- DOM helpers -------------------------------------------------------------------------
   function el(tag, attrs, ...kids) {
     const e = document.createElement(tag);
@@ -90,8 +106,11 @@
       this.status = status; this.code = body && body.error; this.body = body || {};
     }
   }
-  async function api(method, path, body) {
+  // bg marks a refresh the console made on its own timer: the server then checks the session
+  // without counting it as activity, so its idle timeout still ends a page nobody uses.
+  async function api(method, path, body, bg) {
     const opt = {method, headers: {}, credentials: 'same-origin', cache: 'no-store'};
+    if (bg) opt.headers['X-Diag-Background'] = '1';
     if (method === 'POST') {
       opt.headers['X-CSRF-Token'] = S.csrf;
       if (body !== undefined) { opt.headers['Content-Type'] = 'application/json'; opt.body = JSON.stringify(body); }
@@ -171,17 +190,18 @@
       if (idleTooLong()) { await logout('Signed out after a period without activity.'); return; }
       if (document.visibilityState === 'visible') {
         S.polls++;
-        await refreshStatus();
-        if (S.polls % 10 === 0) refreshHistory();
-        if (S.polls % 5 === 0) refreshLogs();
-        if (S.polls % 15 === 0) refreshAudit();
+        await refreshStatus(true);
+        if (S.polls % 10 === 0) refreshHistory(true);
+        if (S.polls % 5 === 0) refreshLogs(true);
+        if (S.polls % 15 === 0) refreshAudit(true);
       }
       if (S.session) S.timer = setTimeout(tick, every);
     };
     S.timer = setTimeout(tick, every);
   }
-  // The status polls keep the server's session fresh, so the console itself ends a session
-  // nobody is using: no tap, key or scroll for the policy's idle time.
+  // The server ends a session after the policy's idle time without a request of the
+  // technician (the timed polls do not count); the console ends it too, on the same clock of
+  // taps, keys and scrolls, so the page goes back to sign-in rather than sit on a dead session.
   function idleTooLong() {
     const idle = S.session && S.session.idleTimeoutSec;
     return idle > 0 && Date.now() - S.lastInput > idle * 1000;
@@ -195,9 +215,9 @@
 
   function refreshAll() { refreshStatus(); refreshHistory(); refreshLogs(); refreshAudit(); }
 
-  async function refreshStatus() {
+  async function refreshStatus(bg) {
     try {
-      const st = await api('GET', '/api/status');
+      const st = await api('GET', '/api/status', undefined, bg);
       S.status = st;
       renderStatus(st);
       $('live').className = 'live on';
@@ -241,11 +261,11 @@
     bar.setAttribute('data-stage', stage);
     kv('ota-detail', [['Job', ota.job]]);
 
-    renderDevices($('hardware'), (st.hardware || []).map((d) => ({
-      name: d.name, kind: d.kind, detail: d.detail, label: d.state,
-      cls: /^(ok|ready|connected|online|idle|closed)$/i.test(d.state) ? 'ok' : /absent|disabled|unknown/i.test(d.state) ? '' : 'bad',
-      attrs: {'data-device': d.name, 'data-state': d.state},
-    })));
+    renderDevices($('hardware'), (st.hardware || []).map((d) => {
+      const level = deviceLevel(d.state);
+      return {name: d.name, kind: d.kind, detail: d.detail, label: d.state, cls: LEVEL_CLASS[level],
+        attrs: {'data-device': d.name, 'data-state': d.state, 'data-level': level}};
+    }));
 
     const r = st.resources || {};
     kv('resources', [['Heap', bytes(r.heapBytes)], ['Goroutines', r.goroutines],
@@ -307,9 +327,9 @@
   }
 
   // ---- charts ------------------------------------------------------------------------------
-  async function refreshHistory() {
+  async function refreshHistory(bg) {
     try {
-      const h = await api('GET', '/api/history');
+      const h = await api('GET', '/api/history', undefined, bg);
       chart($('chart-cpu'), h.map((s) => s.cpuPercent || 0), (v) => v.toFixed(0) + ' %', 10);
       chart($('chart-rss'), h.map((s) => s.rssBytes || 0), bytes, 0);
     } catch (e) { /* the next poll retries */ }
@@ -335,9 +355,9 @@
   }
 
   // ---- events, logs, audit -----------------------------------------------------------------
-  async function refreshLogs() {
+  async function refreshLogs(bg) {
     try {
-      const [ev, logs] = await Promise.all([api('GET', '/api/events?n=100'), api('GET', '/api/logs?n=200')]);
+      const [ev, logs] = await Promise.all([api('GET', '/api/events?n=100', undefined, bg), api('GET', '/api/logs?n=200', undefined, bg)]);
       $('events').replaceChildren(...ev.slice().reverse().map((e) => el('li', {'data-kind': e.kind},
         el('span', {class: 't', text: clock(e.time)}), el('span', {class: 'k', text: e.kind}),
         el('span', {class: 'f', text: Object.entries(e.fields || {}).map(([k, v]) => k + '=' + (typeof v === 'object' ? JSON.stringify(v) : v)).join(' ')}))));
@@ -349,9 +369,9 @@
     } catch (e) { /* the next poll retries */ }
   }
 
-  async function refreshAudit() {
+  async function refreshAudit(bg) {
     try {
-      const es = await api('GET', '/api/audit?n=100');
+      const es = await api('GET', '/api/audit?n=100', undefined, bg);
       $('audit-list').replaceChildren(...es.slice().reverse().map((e) => el('li', {'data-seq': e.seq, 'data-outcome': e.outcome},
         el('span', {class: 'seq', text: '#' + e.seq}),
         el('span', {class: 't', text: when(e.time)}),
