@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"slices"
 	"sort"
@@ -22,19 +21,15 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/posagent/posagent/agent"
 	"github.com/posagent/posagent/agent/audit"
 	"github.com/posagent/posagent/agent/checkout"
 	"github.com/posagent/posagent/agent/diag"
 	"github.com/posagent/posagent/agent/diag/auth"
 	"github.com/posagent/posagent/agent/operator"
 	"github.com/posagent/posagent/agent/payment"
-	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
-	"github.com/posagent/posagent/board/sim/cardemu"
-	"github.com/posagent/posagent/board/sim/printeremu"
-	"github.com/posagent/posagent/board/sim/pty"
 	"github.com/posagent/posagent/internal/browsertest"
-	"github.com/posagent/posagent/internal/hostsim"
 	"github.com/posagent/posagent/keystore/pinblock"
 )
 
@@ -74,91 +69,20 @@ func (s secretSet) check(t testing.TB, what string, data []byte) {
 }
 
 // diagPayRig is the whole paying terminal (host simulator, PIN pad, card reader, printer,
-// keys, licence, configuration) with its diagnostics port on.
+// keys, licence, configuration: newPayRig) with its diagnostics port on.
 type diagPayRig struct {
-	e      *env
-	d      *diagAgent
-	extra  string
-	host   *hostsim.Server
-	reader *cardemu.Emulator
-	kek    []byte
+	*payRig
+	d *diagAgent
 }
 
 func newDiagPayRig(t *testing.T, device string) *diagPayRig {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := newEnv(t, device)
-	set := newKeySet(t)
-	host, err := hostsim.New(hostsim.Config{Listen: "127.0.0.1:0",
-		Terminals: []hostsim.Terminal{{TID: payTID, MID: payMID, KEK: hex.EncodeToString(set.kek), KeyLayout: "double"}},
-		Accounts:  hostsim.DefaultAccounts()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { host.Close() })
-	padCfg, _ := pinpadConfig(t)
-	dir := t.TempDir()
-	rline, err := pty.Open(dir, "cardreader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rline.Close() })
-	reader := cardemu.Start(rline, cardemu.Default(), cardemu.Options{Logger: quiet})
-	t.Cleanup(func() { reader.Close() })
-	pline, err := pty.Open(dir, "printer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pline.Close() })
-	printer, err := printeremu.New(pline, printeremu.Config{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { printer.Close() })
-	relPub, relKey, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	extra := padCfg + fmt.Sprintf(`
-[[devices]]
-name = "cardreader"
-kind = "cardreader"
-[devices.port]
-path = %q
-baud = 115200
-
-[[devices]]
-name = "printer"
-kind = "printer"
-[devices.port]
-path = %q
-baud = 115200
-
-[ecr]
-listen = "127.0.0.1:0"
-
-[[license.release_keys]]
-id = "rel-1"
-public_key = %q
-`, rline.Path(), pline.Path(), base64.StdEncoding.EncodeToString(relPub))
-	d := e.startDiagAgent(extra)
-	e.statsKeys(t, 0)
-	doc := termconfig.Default()
-	doc.Version = 2
-	doc.AuthHost = termconfig.AuthHost{Addresses: []string{host.Addr()}, TerminalID: payTID, MerchantID: payMID,
-		MerchantName: "ТОО Алма", TPDU: "6000030000", NII: "003", ConnectTimeoutSec: 2}
-	doc.HostParameters.ResponseTimeoutSec = 5
-	doc.BINRanges = []termconfig.BINRange{{Low: "4", High: "5", Scheme: termconfig.SchemeVisa, Region: termconfig.RegionForeign}}
-	body, err := termconfig.Encode(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.provisionPayments(t, set.kek, relKey, body)
-	waitFor(t, 30*time.Second, "signed in", func() bool { return d.a.Payments().Status().State == payment.Normal })
-	return &diagPayRig{e: e, d: d, extra: extra, host: host, reader: reader, kek: set.kek}
+	var d *diagAgent
+	r := newPayRig(t, device, rigOptions{start: func(e *env, extra string) *agent.Agent {
+		d = e.startDiagAgent(extra)
+		return d.a
+	}})
+	return &diagPayRig{payRig: r, d: d}
 }
 
 // restart stops the agent and starts it again on the same data; edit runs in between with

@@ -42,6 +42,8 @@ const (
 type payRig struct {
 	e       *env
 	a       *agent.Agent
+	extra   string // the agent's configuration beyond the harness's
+	kek     []byte // the master key the TMS loaded
 	host    *hostsim.Server
 	reader  *cardemu.Emulator
 	printer *printeremu.Emulator
@@ -52,6 +54,8 @@ type payRig struct {
 type rigOptions struct {
 	host func(*hostsim.Config)
 	doc  func(*termconfig.Document)
+	// start starts the agent with the rig's configuration (default: startInProcessAgent).
+	start func(e *env, extra string) *agent.Agent
 }
 
 func newPayRig(t *testing.T, device string, opts ...rigOptions) *payRig {
@@ -123,7 +127,13 @@ listen = "127.0.0.1:0"
 id = "rel-1"
 public_key = %q
 `, rline.Path(), pline.Path(), base64.StdEncoding.EncodeToString(relPub))
-	a := e.startInProcessAgent(extra)
+	start := (*env).startInProcessAgent
+	for _, o := range opts {
+		if o.start != nil {
+			start = o.start
+		}
+	}
+	a := start(e, extra)
 	e.statsKeys(t, 0)
 
 	doc := termconfig.Default()
@@ -145,7 +155,7 @@ public_key = %q
 	}
 	e.provisionPayments(t, set.kek, relKey, body) // as the TMS does it
 	waitFor(t, 30*time.Second, "signed in", func() bool { return a.Payments().Status().State == payment.Normal })
-	return &payRig{e: e, a: a, host: host, reader: reader, printer: printer, pad: pad}
+	return &payRig{e: e, a: a, extra: extra, kek: set.kek, host: host, reader: reader, printer: printer, pad: pad}
 }
 
 // cborRaw passes an encoded body through send unchanged.
