@@ -160,7 +160,10 @@ func TestOTAInstallsARelease(t *testing.T) {
 		r.component(manifest.Component{Name: "secure-fw", Kind: manifest.KindComponent, Version: "3.2.1"}, r.file("fw.bin", []byte("firmware image"))),
 		r.component(manifest.Component{Name: "host-ca", Kind: manifest.KindCertificate, Version: "1", Location: "ca"}, r.file("ca.pem", caPEM)),
 	}}
-	acks := r.install(update.InstallBody{Manifest: r.rel.Sign(t, rel), Now: true}, time.Minute)
+	// Signed once: the same release sent again below must be these very bytes (a second
+	// signing would stamp another issue time and make it another release of serial 10).
+	signed := r.rel.Sign(t, rel)
+	acks := r.install(update.InstallBody{Manifest: signed, Now: true}, time.Minute)
 	if a := final(acks); a.State != tmsproto.StateSucceeded {
 		t.Fatalf("install: %+v", a)
 	}
@@ -189,7 +192,7 @@ func TestOTAInstallsARelease(t *testing.T) {
 	}
 
 	// The same release again: nothing to do, and nothing is run twice.
-	again := r.install(update.InstallBody{Manifest: r.rel.Sign(t, rel), Now: true}, time.Minute)
+	again := r.install(update.InstallBody{Manifest: signed, Now: true}, time.Minute)
 	if a := final(again); a.State != tmsproto.StateSucceeded || len(result(t, a).Installed) != 0 {
 		t.Fatalf("again: %+v %+v", a, result(t, a))
 	}
