@@ -339,7 +339,7 @@ func (a *Agent) sample(ctx context.Context) diag.Sample {
 	now := time.Now()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	sys := a.sys.Snapshot(ctx)
+	sys := a.sys.Resources() // not Snapshot: its interfaces and release are not charted
 	return diag.Sample{
 		Time:       now,
 		CPUPercent: a.diag.cpu.percent(now),

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -100,22 +101,34 @@ func (c *Collector) Snapshot(ctx context.Context) Snapshot {
 // maxProcFile bounds what is read from one /proc file; the ones used here are far smaller.
 const maxProcFile = 64 << 10
 
+// readSmall reads a /proc file whole (they have no size to stat). Buffers grow from a few
+// hundred bytes as needed: a fixed 64 KiB buffer per file made every snapshot's garbage, taken
+// every few seconds by the diagnostics history, hold megabytes of resident memory.
 func readSmall(path string) []byte {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	buf := make([]byte, maxProcFile)
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil {
-			break
-		}
-	}
-	return buf[:n]
+	b, _ := io.ReadAll(io.LimitReader(f, maxProcFile))
+	return b
+}
+
+// Resources is the part of a snapshot that changes from second to second and is cheap to
+// read: the process's resident memory and the data directory's disk space.
+type Resources struct {
+	ProcessRSS uint64
+	DiskTotal  uint64
+	DiskFree   uint64
+}
+
+// Resources reads only what Resources holds (one /proc file and one statfs), for samplers
+// that run far more often than the statistics.
+func (c *Collector) Resources() Resources {
+	var r Resources
+	r.ProcessRSS = parseKB(readSmall(c.path("proc/self/status")), "VmRSS")["VmRSS"]
+	r.DiskTotal, r.DiskFree = diskSpace(existingAncestor(c.dataDir))
+	return r
 }
 
 func firstLine(b []byte) string {

@@ -125,3 +125,34 @@ func TestExistingAncestor(t *testing.T) {
 		t.Errorf("existingAncestor(\"\") = %q", got)
 	}
 }
+
+func TestResourcesAgreeWithSnapshot(t *testing.T) {
+	c := fixture("testdata/root")
+	c.dataDir = t.TempDir()
+	r := c.Resources()
+	s := c.Snapshot(context.Background())
+	if r.ProcessRSS != 12288*1024 || r.ProcessRSS != s.ProcessRSS {
+		t.Errorf("rss %d, snapshot %d", r.ProcessRSS, s.ProcessRSS)
+	}
+	if r.DiskTotal == 0 || r.DiskFree > r.DiskTotal {
+		t.Errorf("disk %d free of %d", r.DiskFree, r.DiskTotal)
+	}
+}
+
+// BenchmarkResources is the diagnostics history's sample against the whole snapshot the
+// statistics take: the sampler runs every few seconds.
+func BenchmarkResources(b *testing.B) {
+	c := New(b.TempDir())
+	b.Run("resources", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Resources()
+		}
+	})
+	b.Run("snapshot", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Snapshot(context.Background())
+		}
+	})
+}
