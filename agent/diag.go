@@ -21,7 +21,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"periph.io/x/conn/v3/gpio"
 
 	"github.com/posagent/posagent/agent/audit"
 	"github.com/posagent/posagent/agent/buildinfo"
@@ -40,7 +39,6 @@ import (
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/board"
 	"github.com/posagent/posagent/drivers/gpio/drawer"
-	"github.com/posagent/posagent/drivers/gpio/signal"
 )
 
 // LevelSetter changes the agent's log level live (logging.Log has it): the diagnostics port's
@@ -839,99 +837,25 @@ func (a *Agent) diagPINPadTest(ctx context.Context) (any, error) {
 	return map[string]any{"display": true, "beep": true}, nil
 }
 
-// ledTestShow is how long the LED test plays its pattern.
-const ledTestShow = 1200 * time.Millisecond
-
-// diagLEDTest plays every status LED on its own and together, then puts the lines back as
-// they were: the hardware manager's status pattern resumes (a blinking one at its next step,
-// a steady one from the levels restored here).
+// diagLEDTest and diagBuzzerTest run the self-test's own LED and buzzer tests through the
+// hardware manager, which owns those lines (the status loop drives the LEDs).
 func (a *Agent) diagLEDTest(ctx context.Context) (any, error) {
-	var pins []pinRestore
-	for _, fn := range []string{board.LineStatusLED, board.LineErrorLED} {
-		if _, ok := a.board.Profile().Line(fn); !ok {
-			continue
-		}
-		pin, err := a.board.Pin(fn)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", fn, err)
-		}
-		pins = append(pins, pinRestore{name: fn, pin: pin, level: bool(pin.Read())})
-	}
-	if len(pins) == 0 {
-		return nil, fmt.Errorf("status LED: %w", ErrNoDevice)
-	}
-	outs := make([]gpio.PinOut, len(pins))
-	for i, p := range pins {
-		outs[i] = p.pin
-	}
-	pl, err := signal.NewPlayer(nil, outs...)
-	if err != nil {
-		return nil, err
-	}
-	all := uint8(1<<len(pins) - 1)
-	steps := []signal.Step{}
-	for i := range pins {
-		steps = append(steps, signal.Step{On: 1 << i, For: ledTestShow / 4}, signal.Step{For: ledTestShow / 8})
-	}
-	steps = append(steps, signal.Step{On: all, For: ledTestShow / 4})
-	err = pl.Play(signal.Pattern{Steps: steps})
-	if err == nil {
-		select {
-		case <-pl.Done():
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	if rerr := restorePins(pins); err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, len(pins))
-	for i, p := range pins {
-		names[i] = p.name
-	}
-	return map[string]any{"leds": names}, nil
-}
-
-// pinRestore is an output line and the level it had before a test drove it.
-type pinRestore struct {
-	name  string
-	pin   gpio.PinIO
-	level bool
-}
-
-func restorePins(pins []pinRestore) error {
-	var errs []error
-	for _, p := range pins {
-		if err := p.pin.Out(gpio.Level(p.level)); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
-		}
-	}
-	return errors.Join(errs...)
+	return outputTest(a.hw.TestLEDs(ctx))
 }
 
 func (a *Agent) diagBuzzerTest(ctx context.Context) (any, error) {
-	if _, ok := a.board.Profile().Line(board.LineBuzzer); !ok {
-		return nil, fmt.Errorf("buzzer: %w", ErrNoDevice)
+	return outputTest(a.hw.TestBuzzer(ctx))
+}
+
+func outputTest(r hardware.Result, ok bool) (any, error) {
+	if !ok {
+		return nil, ErrNoDevice
 	}
-	pin, err := a.board.Pin(board.LineBuzzer)
-	if err != nil {
-		return nil, fmt.Errorf("buzzer: %w", err)
+	res := diag.DeviceResult{Device: r.Device, Kind: r.Kind, OK: r.OK, Detail: r.Detail}
+	if !r.OK {
+		return res, fmt.Errorf("%s: %s", r.Device, r.Detail)
 	}
-	bz, err := signal.NewBuzzer(nil, pin)
-	if err != nil {
-		return nil, err
-	}
-	defer bz.Close()
-	if err := bz.Beep(signal.Double); err != nil {
-		return nil, err
-	}
-	if err := bz.Wait(ctx); err != nil {
-		return nil, err
-	}
-	return map[string]any{"pattern": "double"}, nil
+	return res, nil
 }
 
 func (a *Agent) diagDrawerTest(ctx context.Context) (any, error) {

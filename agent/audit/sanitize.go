@@ -7,14 +7,13 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/posagent/posagent/agent/logging"
 )
 
-// Redacted replaces the value of a field whose name looks like a secret.
-const Redacted = "[redacted]"
+// Redacted replaces the value of a field whose name looks like a secret (the logs' mark).
+const Redacted = logging.Redacted
 
 // droppedField counts the fields left out beyond MaxFields.
 const droppedField = "fieldsDropped"
@@ -29,39 +28,12 @@ func secretField(name string) bool {
 	if logging.SensitiveKey(name) {
 		return true
 	}
-	for _, w := range words(name) {
+	for _, w := range logging.KeyWords(name) {
 		if slices.Contains(extraSecretWords, w) {
 			return true
 		}
 	}
 	return false
-}
-
-// words splits a name at non-alphanumerics and lower→upper camelCase boundaries, lower-cased.
-func words(s string) []string {
-	var out []string
-	var cur strings.Builder
-	prevLower := false
-	for _, r := range s {
-		if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
-			if cur.Len() > 0 {
-				out = append(out, cur.String())
-				cur.Reset()
-			}
-			prevLower = false
-			continue
-		}
-		if unicode.IsUpper(r) && prevLower && cur.Len() > 0 {
-			out = append(out, cur.String())
-			cur.Reset()
-		}
-		prevLower = unicode.IsLower(r) || unicode.IsDigit(r)
-		cur.WriteRune(unicode.ToLower(r))
-	}
-	if cur.Len() > 0 {
-		out = append(out, cur.String())
-	}
-	return out
 }
 
 // clip cuts s to at most n bytes without splitting a UTF-8 sequence, and replaces invalid

@@ -197,11 +197,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request, _ *auth.Se
 }
 
 func (s *Server) handleHistory(w http.ResponseWriter, _ *http.Request, _ *auth.Session) {
-	h := s.o.Terminal.History()
-	if h == nil {
-		h = []Sample{}
-	}
-	writeJSON(w, http.StatusOK, h)
+	writeJSON(w, http.StatusOK, orEmpty(s.o.Terminal.History()))
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, _ *auth.Session) {
@@ -210,11 +206,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, _ *auth.Se
 		writeError(w, aerr)
 		return
 	}
-	ev := s.o.Terminal.Events(n)
-	if ev == nil {
-		ev = []EventLine{}
-	}
-	writeJSON(w, http.StatusOK, ev)
+	writeJSON(w, http.StatusOK, orEmpty(s.o.Terminal.Events(n)))
 }
 
 func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, _ *auth.Session) {
@@ -223,11 +215,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, _ *auth.Sess
 		writeError(w, aerr)
 		return
 	}
-	l := s.o.Terminal.Logs(n)
-	if l == nil {
-		l = []string{}
-	}
-	writeJSON(w, http.StatusOK, l)
+	writeJSON(w, http.StatusOK, orEmpty(s.o.Terminal.Logs(n)))
 }
 
 func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, _ *auth.Session) {
@@ -242,10 +230,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, _ *auth.Ses
 		writeError(w, &apiError{status: http.StatusInternalServerError, code: codeInternal, msg: "the audit log could not be read"})
 		return
 	}
-	if es == nil {
-		es = []audit.Entry{}
-	}
-	writeJSON(w, http.StatusOK, es)
+	writeJSON(w, http.StatusOK, orEmpty(es))
 }
 
 // count reads the n query parameter: absent → def; above most → most.
@@ -394,4 +379,12 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// orEmpty makes a nil list an empty one: the console and clients read [] more easily than null.
+func orEmpty[T any](l []T) []T {
+	if l == nil {
+		return []T{}
+	}
+	return l
 }

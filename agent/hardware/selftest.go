@@ -277,3 +277,35 @@ func testBuzzer(ctx context.Context, bz *signal.Buzzer) Result {
 	r.OK = true
 	return r
 }
+
+// TestLEDs and TestBuzzer run one part of the self-test on its own (a technician's device
+// test), on the outputs this manager drives, so a test never fights the status loop for the
+// lines. ok is false when the profile has no such output.
+func (m *Manager) TestLEDs(ctx context.Context) (r Result, ok bool) {
+	m.testMu.Lock()
+	defer m.testMu.Unlock()
+	m.mu.Lock()
+	ind := m.ind
+	m.mu.Unlock()
+	if ind == nil {
+		return Result{}, false
+	}
+	tctx, cancel := context.WithTimeout(ctx, DeviceTimeout)
+	defer cancel()
+	return m.testLEDs(tctx, ind), true
+}
+
+// TestBuzzer: see TestLEDs.
+func (m *Manager) TestBuzzer(ctx context.Context) (r Result, ok bool) {
+	m.testMu.Lock()
+	defer m.testMu.Unlock()
+	m.mu.Lock()
+	bz := m.buzzer
+	m.mu.Unlock()
+	if bz == nil {
+		return Result{}, false
+	}
+	tctx, cancel := context.WithTimeout(ctx, DeviceTimeout)
+	defer cancel()
+	return testBuzzer(tctx, bz), true
+}

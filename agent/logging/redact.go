@@ -144,6 +144,10 @@ func SensitiveKey(key string) bool {
 	return false
 }
 
+// KeyWords splits a key into lower-cased words, as SensitiveKey matches them; packages with
+// wider rules of their own (the audit log) match on the same words.
+func KeyWords(key string) []string { return splitWords(key) }
+
 func splitWords(key string) []string {
 	var words []string
 	rs := []rune(key)

@@ -95,7 +95,7 @@ without .key unless --kid is given. The terminal trusts the public half in its c
 	if err != nil {
 		return failf(env, ExitUsage, "%v", err)
 	}
-	if err := writeNew(*out, raw); err != nil {
+	if err := writeNew(*out, raw, 0o644); err != nil {
 		return failf(env, ExitUsage, "%v", err)
 	}
 	expires := "never"
@@ -107,8 +107,10 @@ without .key unless --kid is given. The terminal trusts the public half in its c
 	return ExitOK
 }
 
-func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+// writeNew writes a new file with mode perm, never overwriting one; a failed write leaves
+// no file behind.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}

@@ -234,7 +234,7 @@ trust it under ([[license.release_keys]]). The key is never printed.`)
 	if err != nil {
 		return failf(env, ExitUsage, "%s: %v", *specFile, err)
 	}
-	if err := writeNew(*out, raw); err != nil {
+	if err := writeNew(*out, raw, 0o644); err != nil {
 		return failf(env, ExitUsage, "%v", err)
 	}
 	digest := sha256.Sum256(raw)

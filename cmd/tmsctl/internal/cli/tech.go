@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -101,7 +100,7 @@ security.diag.tokenMaxTtlSec (default 7 days).`)
 		return failf(env, ExitUsage, "%v", err)
 	}
 	if *out != "" {
-		if err := writeSecret(*out, []byte(text+"\n")); err != nil {
+		if err := writeNew(*out, []byte(text+"\n"), 0o600); err != nil {
 			return failf(env, ExitUsage, "%v", err)
 		}
 		fmt.Fprintf(env.Stderr, "wrote %s\n", *out)
@@ -115,23 +114,4 @@ security.diag.tokenMaxTtlSec (default 7 days).`)
 			"only terminals whose security.diag.tokenMaxTtlSec allows it accept this token\n", *ttl)
 	}
 	return ExitOK
-}
-
-// writeSecret writes a new file readable by its owner only, never overwriting one.
-func writeSecret(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(path)
-	}
-	return err
 }
