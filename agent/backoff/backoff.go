@@ -18,6 +18,10 @@ import (
 type Policy struct {
 	Base time.Duration
 	Cap  time.Duration
+	// NoJitter makes every delay the ceiling itself: the textbook exponential backoff that
+	// sends a whole fleet back in lock-step waves. It exists so the fleet simulator can show
+	// what full jitter saves; a terminal never sets it.
+	NoJitter bool
 }
 
 // Ceiling is the upper bound of the delay before retry number attempt (0 for the first
@@ -50,6 +54,9 @@ func (p Policy) Delay(attempt int, r *rand.Rand) time.Duration {
 	c := p.Ceiling(attempt)
 	if c <= 0 {
 		return 0
+	}
+	if p.NoJitter {
+		return c
 	}
 	n := int64(c)
 	if n < math.MaxInt64 {

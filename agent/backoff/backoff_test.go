@@ -138,3 +138,15 @@ func TestSleep(t *testing.T) {
 		t.Fatalf("Sleep(0) on cancelled ctx = %v, want context.Canceled", err)
 	}
 }
+
+// TestNoJitterIsTheCeiling: the comparison policy waits exactly the ceiling, every time.
+func TestNoJitterIsTheCeiling(t *testing.T) {
+	p := Policy{Base: time.Second, Cap: 8 * time.Second, NoJitter: true}
+	for attempt, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
+		for range 3 {
+			if got := p.Delay(attempt, nil); got != want {
+				t.Fatalf("attempt %d: delay %v, want %v", attempt, got, want)
+			}
+		}
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +66,11 @@ type Options struct {
 	// order, from the goroutine that also stores commands: it must not block. The message is
 	// acknowledged when it returns.
 	OnBlob func(transferID string, payload []byte)
+	// Dial, if set, opens the TCP connection to the broker's host:port instead of the
+	// system dialer; TLS (from TLS or the URL scheme) is still done here, over what it
+	// returns. The fleet simulator counts every byte and cuts links with it; a terminal
+	// leaves it nil.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // ErrNotConnected is returned by PublishBlob when there is no session.
@@ -278,6 +285,9 @@ func (l *Link) session(ctx context.Context) error {
 		})
 	if l.opts.TLS != nil {
 		co.SetTLSConfig(l.opts.TLS)
+	}
+	if l.opts.Dial != nil {
+		co.SetCustomOpenConnectionFn(l.openConnection(ctx))
 	}
 	client := mqtt.NewClient(co)
 	tok := client.Connect()
@@ -538,6 +548,41 @@ func wait(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
 		return ctx.Err()
 	case <-time.After(timeout):
 		return errors.New("timed out")
+	}
+}
+
+// openConnection dials with Options.Dial and adds TLS when the URL asks for it, the way
+// paho's own opener would.
+func (l *Link) openConnection(ctx context.Context) mqtt.OpenConnectionFunc {
+	return func(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+		defer cancel()
+		conn, err := l.opts.Dial(dctx, uri.Host)
+		if err != nil {
+			return nil, err
+		}
+		switch uri.Scheme {
+		case "tcp":
+			return conn, nil
+		case "ssl":
+			conf := o.TLSConfig
+			if conf == nil {
+				conf = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			if conf.ServerName == "" {
+				conf = conf.Clone()
+				conf.ServerName = uri.Hostname()
+			}
+			tc := tls.Client(conn, conf)
+			if err := tc.HandshakeContext(dctx); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return tc, nil
+		default:
+			conn.Close()
+			return nil, fmt.Errorf("tmslink: scheme %q cannot use a custom dialer", uri.Scheme)
+		}
 	}
 }
 
