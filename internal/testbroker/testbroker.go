@@ -27,6 +27,7 @@ import (
 
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/broker"
+	"github.com/posagent/posagent/internal/mosquitto"
 )
 
 // EnvKind names the environment variable that selects the broker kind.
@@ -67,8 +68,8 @@ type Broker struct {
 	mu      sync.Mutex
 	port    int
 	running bool
-	proc    *mosquittoProc // kind mosquitto
-	mochi   *broker.Broker // kind mochi
+	mosq    *mosquitto.Server // kind mosquitto; kept across Stop for the port and files
+	mochi   *broker.Broker    // kind mochi
 }
 
 // Start starts a broker and stops it when the test ends. It fails the test when the broker
@@ -185,8 +186,7 @@ func (b *Broker) Stop() {
 	var err error
 	switch b.kind {
 	case KindMosquitto:
-		err = b.proc.stop()
-		b.proc = nil
+		err = b.mosq.Stop()
 	case KindMochi:
 		err = b.mochi.Close()
 		b.mochi = nil

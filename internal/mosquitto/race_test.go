@@ -1,0 +1,5 @@
+//go:build race
+
+package mosquitto_test
+
+const raceEnabled = true
