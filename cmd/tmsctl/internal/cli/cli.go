@@ -65,6 +65,7 @@ func Commands() []Command {
 		{Name: "keygen", Summary: "create a command signing key pair", Run: runKeygen},
 		{Name: "send", Summary: "sign and send a command, follow it to its final ack", Run: runSend},
 		{Name: "watch", Summary: "print the uplink of terminals as JSON lines, checking seqs", Run: runWatch},
+		{Name: "rollout", Summary: "send a command to many terminals at a pace, halting on failures", Run: runRollout},
 		{Name: "license", Summary: "issue, show and send terminal licences", Run: runLicense},
 		{Name: "keys", Summary: "wrap TR-31 key files, load them onto terminals, show key status", Run: runKeys},
 		{Name: "release", Summary: "sign and show OTA release manifests", Run: runRelease},
