@@ -17,19 +17,7 @@ import (
 // registerCommands plugs the kinds this issue implements into the dispatcher. Later parts of
 // the agent (payments, OTA, keys) register theirs the same way.
 func (a *Agent) registerCommands() {
-	a.disp.Register("config.apply", command.Kind{
-		Check: func(body []byte) (any, error) {
-			doc, err := termconfig.Decode(body)
-			if err != nil {
-				return nil, err
-			}
-			if err := doc.Validate(); err != nil {
-				return nil, err
-			}
-			return doc, nil
-		},
-		Run: a.configApply,
-	})
+	a.disp.Register("config.apply", command.Kind{Check: CheckConfig, Run: a.configApply})
 	a.disp.Register("stats.now", command.Kind{
 		Check:      emptyBody,
 		Concurrent: true,
@@ -148,6 +136,19 @@ func (a *Agent) selfTest(ctx context.Context, req *command.Request) (any, error)
 		return map[string]any{"results": results}, fmt.Errorf("self-test failed: %s", hardware.Summary(results))
 	}
 	return map[string]any{"results": results}, nil
+}
+
+// CheckConfig is config.apply's check: the body decodes as a terminal configuration
+// (*termconfig.Document) that validates. Exported for the fleet simulator's terminals.
+func CheckConfig(body []byte) (any, error) {
+	doc, err := termconfig.Decode(body)
+	if err != nil {
+		return nil, err
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, err
+	}
+	return doc, nil
 }
 
 func (a *Agent) configApply(ctx context.Context, req *command.Request) (any, error) {

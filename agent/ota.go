@@ -142,13 +142,11 @@ func (a *Agent) healthCheck(ctx context.Context) error {
 
 // applyConfigBundle installs a configuration component of a release like config.apply.
 func (a *Agent) applyConfigBundle(ctx context.Context, raw []byte) error {
-	doc, err := termconfig.Decode(raw)
+	v, err := CheckConfig(raw)
 	if err != nil {
 		return err
 	}
-	if err := doc.Validate(); err != nil {
-		return err
-	}
+	doc := v.(*termconfig.Document)
 	changed, err := a.term.Apply(doc)
 	if err == nil && changed {
 		a.event(ctx, "config.applied", map[string]any{"version": doc.Version, "from": "release"})
@@ -211,41 +209,42 @@ func otaFailure(err error) error {
 	return err
 }
 
-// registerOTA plugs in the update command kinds. They are not concurrent: an install never
-// overlaps another install, a configuration or a reboot. ota.cancel is, or it would wait
-// behind the very update it cancels.
-func (a *Agent) registerOTA() {
-	a.disp.Register("ota.install", command.Kind{
+// RegisterUpdateKinds plugs the update command kinds (ota.install, apps.set, file.put,
+// ota.cancel) of up into d. They are not concurrent: an install never overlaps another
+// install, a configuration or a reboot. ota.cancel is, or it would wait behind the very update
+// it cancels. Exported so that the fleet simulator's terminals run these very handlers.
+func RegisterUpdateKinds(d *command.Dispatcher, up *update.Updater, releases *manifest.Verifier) {
+	d.Register("ota.install", command.Kind{
 		Check: func(raw []byte) (any, error) {
-			b, err := update.DecodeInstall(raw, a.ota.releases)
+			b, err := update.DecodeInstall(raw, releases)
 			return b, otaFailure(err)
 		},
 		Run: func(ctx context.Context, req *command.Request) (any, error) {
-			res, err := a.ota.up.Install(ctx, req, req.Command.ID, req.Body.(*update.InstallBody))
+			res, err := up.Install(ctx, req, req.Command.ID, req.Body.(*update.InstallBody))
 			return res, otaFailure(err)
 		},
 	})
-	a.disp.Register("apps.set", command.Kind{
+	d.Register("apps.set", command.Kind{
 		Check: func(raw []byte) (any, error) {
-			b, err := update.DecodeApps(raw, a.ota.releases)
+			b, err := update.DecodeApps(raw, releases)
 			return b, otaFailure(err)
 		},
 		Run: func(ctx context.Context, req *command.Request) (any, error) {
-			res, err := a.ota.up.SetApps(ctx, req, req.Command.ID, req.Body.(*update.AppsBody))
+			res, err := up.SetApps(ctx, req, req.Command.ID, req.Body.(*update.AppsBody))
 			return res, otaFailure(err)
 		},
 	})
-	a.disp.Register("file.put", command.Kind{
+	d.Register("file.put", command.Kind{
 		Check: func(raw []byte) (any, error) {
 			b, err := update.DecodeFile(raw)
 			return b, otaFailure(err)
 		},
 		Run: func(ctx context.Context, req *command.Request) (any, error) {
-			res, err := a.ota.up.PutFile(ctx, req, req.Command.ID, req.Body.(*update.FileBody))
+			res, err := up.PutFile(ctx, req, req.Command.ID, req.Body.(*update.FileBody))
 			return res, otaFailure(err)
 		},
 	})
-	a.disp.Register("ota.cancel", command.Kind{
+	d.Register("ota.cancel", command.Kind{
 		Concurrent: true,
 		Check: func(raw []byte) (any, error) {
 			b, err := update.DecodeCancel(raw)
@@ -253,12 +252,17 @@ func (a *Agent) registerOTA() {
 		},
 		Run: func(ctx context.Context, req *command.Request) (any, error) {
 			b := req.Body.(update.CancelBody)
-			if err := a.ota.up.Cancel(ctx, b.Command); err != nil {
+			if err := up.Cancel(ctx, b.Command); err != nil {
 				return nil, otaFailure(err)
 			}
 			return map[string]any{"cancelled": b.Command}, nil
 		},
 	})
+}
+
+// registerOTA plugs in the update command kinds and cert.put.
+func (a *Agent) registerOTA() {
+	RegisterUpdateKinds(a.disp, a.ota.up, a.ota.releases)
 	a.disp.Register("cert.put", command.Kind{
 		Check: checkCertPut,
 		Run: func(ctx context.Context, req *command.Request) (any, error) {

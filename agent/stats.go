@@ -14,6 +14,7 @@ import (
 	"github.com/posagent/posagent/agent/tmslink"
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/board"
+	"github.com/posagent/posagent/ota/update"
 )
 
 // Stats is the body of an up/stats record. Field names are short on purpose: this record is
@@ -52,8 +53,9 @@ type OTAInfo struct {
 	LastTrial  string            `cbor:"lastTrial,omitempty"` // the last agent trial: committed / rolled_back: reason
 }
 
-func (a *Agent) otaInfo() OTAInfo {
-	st := a.ota.up.Status()
+// OTAInfoOf is the part of OTAInfo an updater's status gives (everything but the launcher's
+// last trial).
+func OTAInfoOf(st update.Status) OTAInfo {
 	info := OTAInfo{Slot: st.Slot, Job: st.Job, Stage: string(st.Stage), Progress: st.Progress}
 	if len(st.Installed) > 0 {
 		info.Components = make(map[string]string, len(st.Installed))
@@ -61,6 +63,11 @@ func (a *Agent) otaInfo() OTAInfo {
 			info.Components[name] = in.Version
 		}
 	}
+	return info
+}
+
+func (a *Agent) otaInfo() OTAInfo {
+	info := OTAInfoOf(a.ota.up.Status())
 	if a.ota.slots != nil {
 		if bs, err := a.ota.slots.State(); err == nil && bs.Last != nil {
 			info.LastTrial = bs.Last.Version + " " + bs.Last.Result

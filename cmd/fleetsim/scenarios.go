@@ -412,30 +412,15 @@ func (s *sim) partition(ctx context.Context) error {
 }
 
 // checkLoss is fleet.Observer.Check over terminal rows, which also come from worker
-// processes: for every terminal and stream, were 1..LastSeq all received?
+// processes.
 func checkLoss(seqs *tmsclient.SeqChecker, streams []string, rows []terminalRow) fleet.Loss {
-	var l fleet.Loss
-	for _, row := range rows {
-		for _, stream := range streams {
-			l.Streams++
-			last := row.LastSeq[stream]
-			if seqs.Complete(row.ID, stream, last) {
-				l.Complete++
-				continue
-			}
-			rep := seqs.Report(row.ID, stream)
-			var missing uint64
-			for _, g := range rep.Gaps {
-				missing += g.To - g.From + 1
-			}
-			if last > rep.Highest {
-				missing += last - rep.Highest
-			}
-			l.Missing += missing
-			if len(l.Examples) < 10 {
-				l.Examples = append(l.Examples, fmt.Sprintf("%s/%s: %d missing of 1..%d", row.ID, stream, missing, last))
-			}
-		}
+	ids := make([]string, len(rows))
+	last := make(map[string]map[string]uint64, len(rows))
+	for i, row := range rows {
+		ids[i] = row.ID
+		last[row.ID] = row.LastSeq
 	}
-	return l
+	return fleet.CheckSeqs(seqs, streams, ids, func(id, stream string) (uint64, error) {
+		return last[id][stream], nil
+	})
 }

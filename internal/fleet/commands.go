@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/posagent/posagent/agent"
 	"github.com/posagent/posagent/agent/command"
 	"github.com/posagent/posagent/agent/termconfig"
 	"github.com/posagent/posagent/agent/tmsproto"
@@ -28,7 +29,7 @@ var httpClient = &http.Client{Transport: &http.Transport{
 // registerCommands plugs in the kinds a fleet terminal runs, with the agent's semantics:
 // config.apply, stats.now, ota.install, file.put and ota.cancel.
 func (t *Terminal) registerCommands() {
-	t.disp.Register("config.apply", command.Kind{Check: checkConfig, Run: t.configApply})
+	t.disp.Register("config.apply", command.Kind{Check: agent.CheckConfig, Run: t.configApply})
 	t.disp.Register("stats.now", command.Kind{
 		Check:      emptyBody,
 		Concurrent: true,
@@ -40,52 +41,9 @@ func (t *Terminal) registerCommands() {
 			return map[string]any{"statsSeq": seq}, nil
 		},
 	})
-	t.disp.Register("ota.install", command.Kind{
-		Check: func(raw []byte) (any, error) {
-			b, err := update.DecodeInstall(raw, t.sh.releases)
-			return b, otaFailure(err)
-		},
-		Run: func(ctx context.Context, req *command.Request) (any, error) {
-			res, err := t.up.Install(ctx, req, req.Command.ID, req.Body.(*update.InstallBody))
-			return res, otaFailure(err)
-		},
-	})
-	t.disp.Register("file.put", command.Kind{
-		Check: func(raw []byte) (any, error) {
-			b, err := update.DecodeFile(raw)
-			return b, otaFailure(err)
-		},
-		Run: func(ctx context.Context, req *command.Request) (any, error) {
-			res, err := t.up.PutFile(ctx, req, req.Command.ID, req.Body.(*update.FileBody))
-			return res, otaFailure(err)
-		},
-	})
-	// Concurrent, or it would wait behind the very update it cancels.
-	t.disp.Register("ota.cancel", command.Kind{
-		Concurrent: true,
-		Check: func(raw []byte) (any, error) {
-			b, err := update.DecodeCancel(raw)
-			return b, otaFailure(err)
-		},
-		Run: func(ctx context.Context, req *command.Request) (any, error) {
-			b := req.Body.(update.CancelBody)
-			if err := t.up.Cancel(ctx, b.Command); err != nil {
-				return nil, otaFailure(err)
-			}
-			return map[string]any{"cancelled": b.Command}, nil
-		},
-	})
-}
-
-func checkConfig(body []byte) (any, error) {
-	doc, err := termconfig.Decode(body)
-	if err != nil {
-		return nil, err
-	}
-	if err := doc.Validate(); err != nil {
-		return nil, err
-	}
-	return doc, nil
+	// The agent's own handlers (apps.set fails with no package manager on a simulated
+	// terminal, as on a Linux terminal without one).
+	agent.RegisterUpdateKinds(t.disp, t.up, t.sh.releases)
 }
 
 func emptyBody(body []byte) (any, error) {
@@ -108,7 +66,7 @@ func (t *Terminal) configApply(ctx context.Context, req *command.Request) (any, 
 
 // applyConfigBundle installs a release's configuration component like config.apply.
 func (t *Terminal) applyConfigBundle(ctx context.Context, raw []byte) error {
-	v, err := checkConfig(raw)
+	v, err := agent.CheckConfig(raw)
 	if err != nil {
 		return err
 	}
@@ -134,12 +92,4 @@ func (t *Terminal) otaSource(c manifest.Component, spec update.SourceSpec) (tran
 		id = blob.ID(c.SHA256)
 	}
 	return t.blobs.Source(id, c.Size), nil
-}
-
-// otaFailure gives an update error its own reason on the ack.
-func otaFailure(err error) error {
-	if r := manifest.ReasonOf(err); r != "" {
-		return command.Fail(tmsproto.Reason(r), err)
-	}
-	return err
 }

@@ -107,31 +107,44 @@ type Loss struct {
 // 1..LastSeq (what the terminal appended). A record still queued in an outbox counts as
 // missing: check after the outboxes have drained.
 func (o *Observer) Check(f *Fleet) Loss {
+	ts := f.Terminals()
+	ids := make([]string, len(ts))
+	for i, t := range ts {
+		ids[i] = t.id
+	}
+	return CheckSeqs(o.seqs, o.streams, ids, func(id, stream string) (uint64, error) {
+		return f.Terminal(id).LastSeq(stream)
+	})
+}
+
+// CheckSeqs is Check over terminals named by id, wherever they run (the fleet simulator's
+// worker processes): for every id and stream, were 1..last(id, stream) all received?
+func CheckSeqs(seqs *tmsclient.SeqChecker, streams, ids []string, last func(id, stream string) (uint64, error)) Loss {
 	var l Loss
-	for _, t := range f.Terminals() {
-		for _, stream := range o.streams {
+	for _, id := range ids {
+		for _, stream := range streams {
 			l.Streams++
-			last, err := t.LastSeq(stream)
+			upTo, err := last(id, stream)
 			if err != nil {
-				l.example(fmt.Sprintf("%s/%s: %v", t.id, stream, err))
+				l.example(fmt.Sprintf("%s/%s: %v", id, stream, err))
 				continue
 			}
-			if o.seqs.Complete(t.id, stream, last) {
+			if seqs.Complete(id, stream, upTo) {
 				l.Complete++
 				continue
 			}
-			rep := o.seqs.Report(t.id, stream)
+			rep := seqs.Report(id, stream)
 			var missing uint64
 			for _, g := range rep.Gaps {
 				missing += g.To - g.From + 1
 			}
 			var tail *tmsclient.Range
-			if last > rep.Highest {
-				missing += last - rep.Highest
-				tail = &tmsclient.Range{From: rep.Highest + 1, To: last}
+			if upTo > rep.Highest {
+				missing += upTo - rep.Highest
+				tail = &tmsclient.Range{From: rep.Highest + 1, To: upTo}
 			}
 			l.Missing += missing
-			desc := fmt.Sprintf("%s/%s: %d missing", t.id, stream, missing)
+			desc := fmt.Sprintf("%s/%s: %d missing of 1..%d", id, stream, missing, upTo)
 			if len(rep.Gaps) > 0 {
 				desc += fmt.Sprintf(" (gap %s)", rep.Gaps[0])
 			} else if tail != nil {

@@ -47,20 +47,8 @@ func (t *Terminal) Stats(ctx context.Context) agent.Stats {
 		Link:     t.link.Status(),
 		System:   hostSnapshot(ctx, t.sh.opts.Dir),
 		Hardware: t.Devices(),
-		OTA:      t.otaInfo(),
+		OTA:      agent.OTAInfoOf(t.up.Status()),
 	}
-}
-
-func (t *Terminal) otaInfo() agent.OTAInfo {
-	st := t.up.Status()
-	info := agent.OTAInfo{Slot: st.Slot, Job: st.Job, Stage: string(st.Stage), Progress: st.Progress}
-	if len(st.Installed) > 0 {
-		info.Components = make(map[string]string, len(st.Installed))
-		for name, in := range st.Installed {
-			info.Components[name] = in.Version
-		}
-	}
-	return info
 }
 
 // SendStats queues a statistics record now and returns its seq.

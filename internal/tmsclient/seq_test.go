@@ -112,3 +112,39 @@ func TestMemorySeq(t *testing.T) {
 		t.Errorf("seqs %d, %d; want 50, 51", a, b)
 	}
 }
+
+// TestSeqFileNextBatch: a batch gives every device a seq above its last one (a device named
+// twice gets two), the file keeps them, and Next after it goes on from there.
+func TestSeqFileNextBatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seq.json")
+	f, err := NewSeqFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.now = func() time.Time { return time.UnixMilli(0) }
+	first, err := f.Next("A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := f.NextBatch([]string{"A", "B", "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seqs[0] <= first || seqs[2] <= seqs[0] || seqs[1] == 0 {
+		t.Fatalf("batch %v after %d", seqs, first)
+	}
+	g, err := NewSeqFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.now = f.now
+	for dev, last := range map[string]uint64{"A": seqs[2], "B": seqs[1]} {
+		n, err := g.Next(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n <= last {
+			t.Errorf("%s: %d after the batch's %d", dev, n, last)
+		}
+	}
+}
