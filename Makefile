@@ -3,7 +3,7 @@
 #   make run     the whole demo on the embedded broker
 #   make test    everything CI runs (CI=true makes optional tools mandatory)
 #
-# Other targets: build lint fuzz cross test-arm bench ci clean.
+# Other targets: build lint fuzz cross test-arm bench fleet ci clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -42,7 +42,7 @@ CROSS_ENV   := CGO_ENABLED=0
 CROSS_FLAGS := -trimpath -ldflags '-s -w $(XFLAGS)'
 AGENT_PKG   ?= ./cmd/posagent
 
-.PHONY: build run test ci lint fmt-check vet staticcheck unit fuzz test-arm cross bench clean
+.PHONY: build run test ci lint fmt-check vet staticcheck unit fuzz test-arm cross bench fleet clean
 
 ## build: every command under cmd/ into bin/
 build:
@@ -125,6 +125,10 @@ cross:
 bench:
 	@status=0; $(GO) test -run='^$$' -bench=. -benchmem ./... > $(BENCH_OUT) 2>&1 || status=$$?; \
 	cat $(BENCH_OUT); exit $$status
+
+## fleet: fleet-scale runs against Mosquitto on loopback → docs/fleet.md (about 30 minutes)
+fleet:
+	GO=$(GO) scripts/fleet.sh
 
 clean:
 	rm -rf bin dist $(BENCH_OUT) $(ARTEFACTS)

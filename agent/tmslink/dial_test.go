@@ -133,3 +133,16 @@ func mustURL(t *testing.T, s string) *url.URL {
 func mqttOptions(timeout time.Duration) *mqtt.ClientOptions {
 	return mqtt.NewClientOptions().SetConnectTimeout(timeout)
 }
+
+// TestDialerHasNoTCPKeepAlive: the link's own dialer leaves TCP keepalive off (a negative
+// KeepAlive, in net.Dialer's terms); Go's default of 15 s would cost an idle terminal about
+// 18 MB of mobile data a month.
+func TestDialerHasNoTCPKeepAlive(t *testing.T) {
+	d := dialer(3 * time.Second)
+	if d.KeepAlive >= 0 {
+		t.Fatalf("KeepAlive %v: TCP keepalive probes are on", d.KeepAlive)
+	}
+	if d.Timeout != 3*time.Second {
+		t.Fatalf("Timeout %v", d.Timeout)
+	}
+}

@@ -288,6 +288,8 @@ func (l *Link) session(ctx context.Context) error {
 	}
 	if l.opts.Dial != nil {
 		co.SetCustomOpenConnectionFn(l.openConnection(ctx))
+	} else {
+		co.SetDialer(dialer(l.opts.ConnectTimeout))
 	}
 	client := mqtt.NewClient(co)
 	tok := client.Connect()
@@ -549,6 +551,14 @@ func wait(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
 	case <-time.After(timeout):
 		return errors.New("timed out")
 	}
+}
+
+// dialer is the link's TCP dialer. TCP keepalive is off: MQTT's own keepalive already
+// notices a dead path, and Go's default (a probe after 15 s idle, then every 15 s) costs two
+// segments, 104 bytes on the air, each time: about 18 MB a month on an idle terminal, six
+// times the whole idle budget. The fleet simulator measured it (docs/fleet.md).
+func dialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAlive: -1}
 }
 
 // openConnection dials with Options.Dial and adds TLS when the URL asks for it, the way

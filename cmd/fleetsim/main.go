@@ -42,6 +42,9 @@ type env struct {
 func run(ctx context.Context, args []string, e env) int {
 	// Loggers, workers and the live line share stderr: whole lines only.
 	e.stderr = syncio.NewWriter(e.stderr)
+	if len(args) > 0 && args[0] == "render" {
+		return runRender(args[1:], e.stdout, e.stderr)
+	}
 	cfg, err := parseFlags(args, e.getenv, e.stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):

@@ -95,8 +95,7 @@ func (s *sim) idle(ctx context.Context) error {
 		return err
 	}
 	statsEvery := orDefault(c.StatsInterval, defaultStatsInterval)
-	// The first statistics come at a random point of the first interval.
-	deadline := time.Now().Add(statsEvery + c.Timeout)
+	deadline := time.Now().Add(c.Timeout)
 	var rows0 []terminalRow
 	for {
 		rows, err := s.terminals(ctx, idleStreams, "")
@@ -139,13 +138,14 @@ func (s *sim) idle(ctx context.Context) error {
 	return nil
 }
 
-// idleReady: everyone connected with its first statistics out: acknowledged (nothing queued)
-// or followed by the next one (with statistics every few seconds an outbox is rarely empty
-// on every terminal at once, and the edge is one record per terminal at most).
+// idleReady: everyone connected with its start-up records out (agent.started acknowledged,
+// nothing queued), or with statistics already flowing (with statistics every few seconds an
+// outbox is rarely empty on every terminal at once). The first statistics of a terminal come
+// at a random point of its first interval, so a window that opens here sees the fleet's
+// statistics spread evenly, as in the field, without waiting a whole interval.
 func idleReady(rows []terminalRow) bool {
 	for _, r := range rows {
-		stats := r.LastSeq[tmsproto.StreamStats]
-		if !r.Connected || stats == 0 || (stats == 1 && r.Outbox > 0) {
+		if !r.Connected || r.LastSeq[tmsproto.StreamEvent] == 0 || (r.Outbox > 0 && r.LastSeq[tmsproto.StreamStats] == 0) {
 			return false
 		}
 	}
