@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 OUT=${FLEET_OUT:-artefacts/fleet}
-LADDER=${FLEET_LADDER:-"5000 10000 15000"} # steady-state sizes, one run each
+LADDER=${FLEET_LADDER:-"5000 10000 15000 18000"} # steady-state sizes, one run each
 WINDOW=${FLEET_WINDOW:-2m}                   # steady-state window
 N=${FLEET_N:-10000}                          # the scenario run's size
 BLACKHOLE_N=${FLEET_BLACKHOLE_N:-2000}       # the keepalive-detected partition's size

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/agent/tmsproto"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // Errors callers can test with errors.Is.
@@ -94,7 +95,7 @@ type Server struct {
 	opts Options // defaults applied
 	bin  string
 	conf string
-	tail *tailBuffer // recent stderr, for error messages
+	tail *syncio.Tail // recent stderr, for error messages
 
 	mu   sync.Mutex
 	port int
@@ -183,7 +184,7 @@ func newServer(opts Options) (*Server, error) {
 		opts: opts,
 		bin:  bin,
 		conf: filepath.Join(opts.Dir, "mosquitto.conf"),
-		tail: &tailBuffer{max: 8 << 10},
+		tail: &syncio.Tail{Max: 8 << 10},
 		port: opts.Port,
 	}
 	if err := s.writeAccounts(); err != nil {
@@ -280,7 +281,7 @@ func (s *Server) run() error {
 	if err := s.writeConfig(); err != nil {
 		return err
 	}
-	s.tail.reset()
+	s.tail.Reset()
 	out := io.Writer(s.tail)
 	if s.opts.Log != nil {
 		out = io.MultiWriter(s.tail, s.opts.Log)
@@ -462,34 +463,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// tailBuffer keeps the last max bytes written to it; the broker's output is copied into it
-// from exec's goroutine.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}
-
-func (t *tailBuffer) reset() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = t.buf[:0]
 }

@@ -37,3 +37,20 @@ func TestConcurrentWritesStayWhole(t *testing.T) {
 		t.Fatal("reset")
 	}
 }
+
+// TestTailKeepsTheLastBytes: writes beyond Max push the oldest bytes out; Reset empties it.
+func TestTailKeepsTheLastBytes(t *testing.T) {
+	tail := &Tail{Max: 8}
+	for _, s := range []string{"abc", "defgh", "ijk"} {
+		if n, err := tail.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("write %q: %d, %v", s, n, err)
+		}
+	}
+	if got := tail.String(); got != "defghijk" {
+		t.Fatalf("tail %q, want %q", got, "defghijk")
+	}
+	tail.Reset()
+	if got := tail.String(); got != "" {
+		t.Fatalf("after Reset: %q", got)
+	}
+}

@@ -6,14 +6,6 @@ import (
 	"github.com/posagent/posagent/internal/mosquitto"
 )
 
-// mosquittoPath finds the broker binary.
-func mosquittoPath() (string, error) { return mosquitto.LookPath() }
-
-// mosquittoPasswordLine is mosquitto.PasswordLine (kept for this package's tests).
-func mosquittoPasswordLine(user, password string) (string, error) {
-	return mosquitto.PasswordLine(user, password)
-}
-
 // startMosquitto starts the broker: the first time with a new configuration on a free port,
 // later again on the same port so that clients reconnect to the same URL.
 func (b *Broker) startMosquitto() error {

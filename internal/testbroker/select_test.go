@@ -3,6 +3,8 @@ package testbroker
 import (
 	"strings"
 	"testing"
+
+	"github.com/posagent/posagent/internal/mosquitto"
 )
 
 func TestSelectKind(t *testing.T) {
@@ -14,7 +16,7 @@ func TestSelectKind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, perr := mosquittoPath()
+	_, perr := mosquitto.LookPath()
 	if want := map[bool]string{true: KindMosquitto, false: KindMochi}[perr == nil]; k != want {
 		t.Fatalf("default kind %s, want %s", k, want)
 	}
@@ -28,7 +30,7 @@ func TestSelectKind(t *testing.T) {
 }
 
 func TestMosquittoPasswordLine(t *testing.T) {
-	line, err := mosquittoPasswordLine("dev1", "secret")
+	line, err := mosquitto.PasswordLine("dev1", "secret")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,17 +39,5 @@ func TestMosquittoPasswordLine(t *testing.T) {
 	// "$7$101$salt$hash" splits into "", "7", "101", salt, hash.
 	if !ok || user != "dev1" || len(parts) != 5 || parts[1] != "7" || parts[2] != "101" || len(parts[3]) != 16 || len(parts[4]) != 88 {
 		t.Fatalf("line %q is not in mosquitto's PBKDF2 format", line)
-	}
-}
-
-func TestTailBufferKeepsTheEnd(t *testing.T) {
-	tb := &tailBuffer{max: 8}
-	for _, s := range []string{"abc", "defgh", "ijk"} {
-		if _, err := tb.Write([]byte(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := tb.String(); got != "defghijk" {
-		t.Fatalf("got %q", got)
 	}
 }

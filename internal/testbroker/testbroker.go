@@ -28,6 +28,7 @@ import (
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/broker"
 	"github.com/posagent/posagent/internal/mosquitto"
+	"github.com/posagent/posagent/internal/syncio"
 )
 
 // EnvKind names the environment variable that selects the broker kind.
@@ -63,7 +64,7 @@ type Broker struct {
 	dir     string // configuration and persistence
 	tmsPass string
 	devices map[string]string
-	log     *tailBuffer
+	log     *syncio.Tail
 
 	mu      sync.Mutex
 	port    int
@@ -86,7 +87,7 @@ func Start(tb testing.TB, opts Options) *Broker {
 		dir:     tb.TempDir(),
 		tmsPass: randomSecret(tb),
 		devices: make(map[string]string, len(opts.Devices)),
-		log:     &tailBuffer{max: logTail},
+		log:     &syncio.Tail{Max: logTail},
 	}
 	for _, id := range opts.Devices {
 		if err := tmsproto.ValidDeviceID(id); err != nil {
@@ -118,14 +119,14 @@ func selectKind(forced string) (string, error) {
 	}
 	switch kind {
 	case "":
-		if _, err := mosquittoPath(); err == nil {
+		if _, err := mosquitto.LookPath(); err == nil {
 			return KindMosquitto, nil
 		}
 		return KindMochi, nil
 	case KindMochi:
 		return kind, nil
 	case KindMosquitto:
-		if _, err := mosquittoPath(); err != nil {
+		if _, err := mosquitto.LookPath(); err != nil {
 			return "", fmt.Errorf("broker kind mosquitto requested but not installed (apt-get install mosquitto): %w", err)
 		}
 		return kind, nil
@@ -255,28 +256,4 @@ func randomSecret(tb testing.TB) string {
 		tb.Fatalf("testbroker: %v", err)
 	}
 	return hex.EncodeToString(raw[:])
-}
-
-// tailBuffer keeps the last max bytes written to it; brokers write to it from their own
-// goroutines.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
 }
