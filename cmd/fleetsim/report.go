@@ -284,10 +284,18 @@ type idleReport struct {
 	Traffic     trafficFig  `json:"traffic"`
 	PerTerminal perTerminal `json:"perTerminal"`
 	IPBytesDist dist        `json:"ipBytesDist"` // per terminal
-	// IPBytesPerMonth is perTerminal.ipBytes × 30 days / window: meaningful at production
-	// keepalive and stats intervals only.
-	IPBytesPerMonth float64           `json:"ipBytesPerMonth"`
-	Rows            []idleTerminalRow `json:"rows,omitempty"` // with -report-terminals
+	// IPBytesPerKeepAlive is one keepalive exchange on the air (PINGREQ, PINGRESP and their
+	// segments), measured on the terminals that sent nothing else in the window;
+	// IPBytesPerStats one statistics record with its PUBACK and segments.
+	IPBytesPerKeepAlive float64 `json:"ipBytesPerKeepAlive,omitempty"`
+	IPBytesPerStats     float64 `json:"ipBytesPerStats,omitempty"`
+	// IPBytesPerMonth is 30 days of keepalives and statistics at the configured intervals,
+	// from the two measured parts above (the window's mean when the window lacks either).
+	IPBytesPerMonth float64 `json:"ipBytesPerMonth"`
+	// WindowIPBytesPerMonth is perTerminal.ipBytes × 30 days / window: off by a keepalive
+	// per window when the fleet's pings are in phase (a fleet started together).
+	WindowIPBytesPerMonth float64           `json:"windowIpBytesPerMonth"`
+	Rows                  []idleTerminalRow `json:"rows,omitempty"` // with -report-terminals
 }
 
 type idleTerminalRow struct {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/fleet"
+	"github.com/posagent/posagent/internal/fleet/wire"
 	"github.com/posagent/posagent/internal/tmsclient"
 )
 
@@ -83,6 +84,10 @@ func cpuOf(us []procUsage) float64 {
 	return sum
 }
 
+// segmentsCounted is wire.SegmentsCounted, a variable so that a test can play a machine
+// without segment counters.
+var segmentsCounted = wire.SegmentsCounted
+
 // idleStreams are the streams whose seqs the idle window counts.
 var idleStreams = []string{tmsproto.StreamStats, tmsproto.StreamEvent, tmsproto.StreamAck}
 
@@ -91,6 +96,10 @@ var idleStreams = []string{tmsproto.StreamStats, tmsproto.StreamEvent, tmsproto.
 // are outside it.
 func (s *sim) idle(ctx context.Context) error {
 	c := s.cfg
+	// Without segment counts the figure would be payload only, a third too low: refuse.
+	if err := segmentsCounted(); err != nil {
+		return fmt.Errorf("idle: %w", err)
+	}
 	if _, err := s.waitConnected(ctx); err != nil {
 		return err
 	}
@@ -161,6 +170,13 @@ func idleFigures(rows0, rows1 []terminalRow, window, keepAlive, statsEvery time.
 	r := &idleReport{Terminals: len(rows1), WindowSec: window.Seconds(), KeepAliveSec: keepAlive.Seconds(),
 		StatsIntervalSec: statsEvery.Seconds(), KeepAliveIntervals: window.Seconds() / keepAlive.Seconds()}
 	ip := make([]float64, len(rows1))
+	// The month is built from two measured parts, not by stretching the window: a fleet that
+	// started together pings in phase, so a window holds one keepalive more or less for
+	// every terminal at once. A terminal that sent nothing else in the window sent only
+	// PINGREQs (2 bytes each): its IP bytes per ping are exact. The rest of the terminals'
+	// bytes, less as many pings, are their statistics records'.
+	var quietIP, quietPings, busyIP float64
+	var quiet, busy int
 	for i := range rows1 {
 		a, b := rows0[i], rows1[i]
 		if a.ID != b.ID {
@@ -173,13 +189,35 @@ func idleFigures(rows0, rows1 []terminalRow, window, keepAlive, statsEvery time.
 		r.OtherRecords += b.LastSeq[tmsproto.StreamEvent] - a.LastSeq[tmsproto.StreamEvent] +
 			b.LastSeq[tmsproto.StreamAck] - a.LastSeq[tmsproto.StreamAck]
 		ip[i] = float64(tr.IPBytes)
+		other := b.LastSeq[tmsproto.StreamEvent] - a.LastSeq[tmsproto.StreamEvent] +
+			b.LastSeq[tmsproto.StreamAck] - a.LastSeq[tmsproto.StreamAck]
+		switch {
+		case other > 0 || tr.Conns > 0:
+			// an event, an ack or a reconnect: neither part, left out of both
+		case stats == 0 && tr.BytesUp > 0:
+			quiet++
+			quietIP += float64(tr.IPBytes)
+			quietPings += float64(tr.BytesUp) / 2
+		case stats > 0:
+			busy++
+			busyIP += float64(tr.IPBytes)
+		}
 		if detail {
 			r.Rows = append(r.Rows, idleTerminalRow{ID: b.ID, Traffic: tr, StatsRecords: stats})
 		}
 	}
 	r.PerTerminal = r.Traffic.per(len(rows1))
 	r.IPBytesDist = distOf(ip)
-	r.IPBytesPerMonth = r.PerTerminal.IPBytes * float64(month) / float64(max(window, time.Millisecond))
+	r.WindowIPBytesPerMonth = r.PerTerminal.IPBytes * float64(month) / float64(max(window, time.Millisecond))
+	if quiet > 0 && quietPings > 0 && r.StatsRecords > 0 {
+		r.IPBytesPerKeepAlive = quietIP / quietPings
+		pingsEach := quietPings / float64(quiet)
+		r.IPBytesPerStats = (busyIP - float64(busy)*pingsEach*r.IPBytesPerKeepAlive) / float64(r.StatsRecords)
+		r.IPBytesPerMonth = float64(month)/float64(keepAlive)*r.IPBytesPerKeepAlive +
+			float64(month)/float64(statsEvery)*r.IPBytesPerStats
+	} else {
+		r.IPBytesPerMonth = r.WindowIPBytesPerMonth
+	}
 	return r, nil
 }
 

@@ -114,7 +114,7 @@ func TestCountsWhatCrossed(t *testing.T) {
 		if live.Conns != want || live.BytesOut != want*int64(len(up)) || live.BytesIn != want*int64(len(down)) {
 			t.Fatalf("live traffic %+v after %d connections", live, want)
 		}
-		if runtime.GOOS == "linux" && (live.SegsIn == 0 || live.SegsOut == 0) {
+		if SegmentsCounted() == nil && (live.SegsIn == 0 || live.SegsOut == 0) {
 			t.Fatalf("no segments from TCP_INFO on a live connection: %+v", live)
 		}
 		if err := c.Close(); err != nil {
@@ -445,7 +445,7 @@ func TestResetClosesAndRefuses(t *testing.T) {
 		t.Fatalf("server after reset: %q, %v", rest, err)
 	}
 	segs := m.Traffic()
-	if runtime.GOOS == "linux" && segs.SegsOut == 0 {
+	if SegmentsCounted() == nil && segs.SegsOut == 0 {
 		t.Fatalf("segments of the cut connection lost: %+v", segs)
 	}
 
@@ -604,5 +604,23 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	if got := readFull(t, c, 4); string(got) != "ping" {
 		t.Fatalf("after the storm: %q", got)
+	}
+}
+
+// TestSegmentsCounted: on a native Linux kernel the probe finds segment counters; wherever it
+// does not, it says so with ErrNoSegments (the measurements that need them refuse to run).
+func TestSegmentsCounted(t *testing.T) {
+	err := SegmentsCounted()
+	if err != nil && !errors.Is(err, ErrNoSegments) {
+		t.Fatalf("probe: %v, want nil or ErrNoSegments", err)
+	}
+	if err != nil {
+		t.Logf("segments not counted here: %v", err)
+	}
+	if runtime.GOOS != "linux" && err == nil {
+		t.Fatal("segments counted on a system without TCP_INFO")
+	}
+	if again := SegmentsCounted(); again != err {
+		t.Fatalf("second answer %v differs from the first %v", again, err)
 	}
 }
