@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/broker"
+	"github.com/posagent/posagent/internal/mqtttest"
 	"github.com/posagent/posagent/internal/syncio"
 )
 
@@ -58,152 +56,31 @@ func startBroker(t testing.TB, opts broker.Options) *broker.Broker {
 	return b
 }
 
-type client struct {
-	paho.Client
-	msgs chan paho.Message
-}
-
-type conn struct {
-	url, user, pass, id string
-	persistent          bool
-	tls                 *tls.Config
-	willTopic           string
-	// manualAck leaves every received message unacknowledged, so that it stays queued.
-	manualAck bool
-}
-
-func dial(t testing.TB, c conn) (*client, error) {
-	t.Helper()
-	cl := &client{msgs: make(chan paho.Message, 1024)}
-	o := paho.NewClientOptions().
-		AddBroker(c.url).
-		SetClientID(c.id).
-		SetUsername(c.user).
-		SetPassword(c.pass).
-		SetProtocolVersion(4).
-		SetCleanSession(!c.persistent).
-		SetAutoReconnect(false).
-		SetConnectTimeout(wait).
-		SetAutoAckDisabled(c.manualAck).
-		// In order, so that tests can check the broker's ordering; the handler never blocks.
-		SetOrderMatters(true).
-		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			select {
-			case cl.msgs <- m:
-			default:
-				t.Errorf("test client %s: message buffer full", c.id)
-			}
-		})
-	if c.tls != nil {
-		o.SetTLSConfig(c.tls)
-	}
-	if c.willTopic != "" {
-		o.SetWill(c.willTopic, "gone", 1, false)
-	}
-	cl.Client = paho.NewClient(o)
-	tok := cl.Connect()
-	if !tok.WaitTimeout(wait) {
-		return nil, errors.New("connect timed out")
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	t.Cleanup(func() { cl.Disconnect(0) })
-	return cl, nil
-}
-
-func mustDial(t testing.TB, c conn) *client {
-	t.Helper()
-	cl, err := dial(t, c)
-	if err != nil {
-		t.Fatalf("connect %s as %s: %v", c.id, c.user, err)
-	}
-	return cl
-}
-
-// subscribe returns the granted QoS, 0x80 meaning refused.
-func (c *client) subscribe(t testing.TB, filter string) byte {
-	t.Helper()
-	tok := c.Subscribe(filter, 1, nil)
-	if !tok.WaitTimeout(wait) {
-		t.Fatalf("subscribe %s: timed out", filter)
-	}
-	if err := tok.Error(); err != nil {
-		t.Fatalf("subscribe %s: %v", filter, err)
-	}
-	return tok.(*paho.SubscribeToken).Result()[filter]
-}
-
-func (c *client) publish(t testing.TB, topic string, qos byte, retained bool, payload string) {
-	t.Helper()
-	tok := c.Publish(topic, qos, retained, payload)
-	if !tok.WaitTimeout(wait) {
-		t.Fatalf("publish %s: timed out", topic)
-	}
-	if err := tok.Error(); err != nil {
-		t.Fatalf("publish %s: %v", topic, err)
-	}
-}
-
-// flush returns once the broker has routed everything c published before. mochi acknowledges
-// a QoS 1 PUBLISH before routing it, but handles one connection's packets in order, so c's
-// own probe coming back proves the earlier messages have reached their subscribers' queues.
-func (c *client) flush(t testing.TB, probeTopic string) {
-	t.Helper()
-	back := make(chan struct{}, 1)
-	tok := c.Subscribe(probeTopic, 1, func(paho.Client, paho.Message) {
-		select {
-		case back <- struct{}{}:
-		default:
-		}
-	})
-	if !tok.WaitTimeout(wait) || tok.Error() != nil {
-		t.Fatalf("flush: subscribe %s: %v", probeTopic, tok.Error())
-	}
-	c.publish(t, probeTopic, 1, false, "probe")
-	select {
-	case <-back:
-	case <-time.After(wait):
-		t.Fatal("flush: probe did not come back")
-	}
-}
-
-func (c *client) next(t testing.TB) paho.Message {
-	t.Helper()
-	select {
-	case m := <-c.msgs:
-		return m
-	case <-time.After(wait):
-		t.Fatal("no message arrived")
-		return nil
-	}
-}
-
 func url(b *broker.Broker) string { return "tcp://" + b.Addr() }
 
 func TestDevicesAreIsolated(t *testing.T) {
 	b := startBroker(t, broker.Options{})
-	dev1 := mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1"})
-	dev2 := mustDial(t, conn{url: url(b), user: "dev2", pass: "pw-2", id: "dev2"})
-	tms := mustDial(t, conn{url: url(b), user: "tms", pass: "tms-secret", id: "tms-console"})
+	dev1 := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1"})
+	dev2 := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev2", Pass: "pw-2", ID: "dev2"})
+	tms := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "tms", Pass: "tms-secret", ID: "tms-console"})
 
 	for _, f := range []string{"tms/v1/dev1/#", "tms/v1/dev1/down/cmd", "tms/v1/#", "tms/v1/+/down/cmd", "#", "tms/#", "$SYS/#", "tms/v1", "tms/v1/dev2x/#"} {
-		if got := dev2.subscribe(t, f); got != 0x80 {
+		if got := dev2.MustSubscribe(t, f); got != 0x80 {
 			t.Errorf("dev2 subscribing %q: granted %#x, want refusal", f, got)
 		}
 	}
 	for _, f := range []string{"tms/v1/dev2/down/#", "tms/v1/dev2/+/cmd", "tms/v1/dev2"} {
-		if got := dev2.subscribe(t, f); got != 1 {
+		if got := dev2.MustSubscribe(t, f); got != 1 {
 			t.Errorf("dev2 subscribing its own %q: granted %#x, want 1", f, got)
 		}
 	}
-	if got := dev1.subscribe(t, tmsproto.CmdTopic("dev1")); got != 1 {
+	if got := dev1.MustSubscribe(t, tmsproto.CmdTopic("dev1")); got != 1 {
 		t.Fatalf("dev1 subscribing its command topic: granted %#x", got)
 	}
-	if got := tms.subscribe(t, "tms/v1/+/up/#"); got != 1 {
+	if got := tms.MustSubscribe(t, "tms/v1/+/up/#"); got != 1 {
 		t.Fatalf("tms subscribing all uplinks: granted %#x", got)
 	}
-	if got := tms.subscribe(t, "$SYS/#"); got != 0x80 {
+	if got := tms.MustSubscribe(t, "$SYS/#"); got != 0x80 {
 		t.Errorf("tms subscribing $SYS: granted %#x, want refusal", got)
 	}
 
@@ -211,44 +88,44 @@ func TestDevicesAreIsolated(t *testing.T) {
 	// acknowledged only after the broker has processed the forgeries (one connection is
 	// handled in order), so the marker the TMS sends afterwards must be the first thing dev1
 	// sees and dev1's name must not appear in the TMS's uplink stream.
-	dev2.publish(t, tmsproto.CmdTopic("dev1"), 0, false, "forged command")
-	dev2.publish(t, tmsproto.UpTopic("dev1", tmsproto.StreamEvent), 0, false, "forged event")
-	dev2.publish(t, tmsproto.UpTopic("dev2", tmsproto.StreamEvent), 1, false, "own event")
-	if m := tms.next(t); m.Topic() != tmsproto.UpTopic("dev2", tmsproto.StreamEvent) || string(m.Payload()) != "own event" {
+	dev2.MustPublish(t, tmsproto.CmdTopic("dev1"), 0, false, "forged command")
+	dev2.MustPublish(t, tmsproto.UpTopic("dev1", tmsproto.StreamEvent), 0, false, "forged event")
+	dev2.MustPublish(t, tmsproto.UpTopic("dev2", tmsproto.StreamEvent), 1, false, "own event")
+	if m := tms.Next(t); m.Topic() != tmsproto.UpTopic("dev2", tmsproto.StreamEvent) || string(m.Payload()) != "own event" {
 		t.Fatalf("tms got %s %q, want dev2's own event", m.Topic(), m.Payload())
 	}
-	tms.publish(t, tmsproto.CmdTopic("dev1"), 1, false, "marker")
-	if m := dev1.next(t); string(m.Payload()) != "marker" {
+	tms.MustPublish(t, tmsproto.CmdTopic("dev1"), 1, false, "marker")
+	if m := dev1.Next(t); string(m.Payload()) != "marker" {
 		t.Fatalf("dev1 got %s %q first, want the TMS marker", m.Topic(), m.Payload())
 	}
-	dev1.publish(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), 1, false, "ack")
-	if m := tms.next(t); m.Topic() != tmsproto.UpTopic("dev1", tmsproto.StreamAck) {
+	dev1.MustPublish(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), 1, false, "ack")
+	if m := tms.Next(t); m.Topic() != tmsproto.UpTopic("dev1", tmsproto.StreamAck) {
 		t.Fatalf("tms got %s, want dev1's ack", m.Topic())
 	}
 }
 
 func TestConnectionsRefused(t *testing.T) {
 	b := startBroker(t, broker.Options{})
-	cases := map[string]conn{
-		"wrong password":        {user: "dev1", pass: "pw-2", id: "dev1"},
-		"unknown user":          {user: "dev3", pass: "pw-1", id: "dev3"},
-		"no username":           {id: "dev1"},
-		"client id not user":    {user: "dev1", pass: "pw-1", id: "dev2"},
-		"empty client id":       {user: "dev1", pass: "pw-1", id: ""},
-		"will on other device":  {user: "dev1", pass: "pw-1", id: "dev1", willTopic: "tms/v1/dev2/up/online"},
-		"will outside the tree": {user: "tms", pass: "tms-secret", id: "tms", willTopic: "other/online"},
+	cases := map[string]mqtttest.Conn{
+		"wrong password":        {User: "dev1", Pass: "pw-2", ID: "dev1"},
+		"unknown user":          {User: "dev3", Pass: "pw-1", ID: "dev3"},
+		"no username":           {ID: "dev1"},
+		"client id not user":    {User: "dev1", Pass: "pw-1", ID: "dev2"},
+		"empty client id":       {User: "dev1", Pass: "pw-1", ID: ""},
+		"will on other device":  {User: "dev1", Pass: "pw-1", ID: "dev1", WillTopic: "tms/v1/dev2/up/online"},
+		"will outside the tree": {User: "tms", Pass: "tms-secret", ID: "tms", WillTopic: "other/online"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			c.url = url(b)
-			if _, err := dial(t, c); err == nil {
+			c.URL = url(b)
+			if _, err := mqtttest.Dial(t, c); err == nil {
 				t.Fatal("connection admitted")
 			}
 		})
 	}
 	// A TMS user may use any client id; its Will may use any device's topic.
-	mustDial(t, conn{url: url(b), user: "tms", pass: "tms-secret", id: "console-7", willTopic: "tms/v1/dev1/down/x"})
-	mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", willTopic: tmsproto.UpTopic("dev1", tmsproto.StreamOnline)})
+	mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "tms", Pass: "tms-secret", ID: "console-7", WillTopic: "tms/v1/dev1/down/x"})
+	mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", WillTopic: tmsproto.UpTopic("dev1", tmsproto.StreamOnline)})
 }
 
 func TestBadOptions(t *testing.T) {
@@ -309,16 +186,16 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	b := startBroker(t, broker.Options{DataDir: dir})
 	addr := b.Addr()
 
-	dev := mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-	if got := dev.subscribe(t, tmsproto.CmdTopic("dev1")); got != 1 {
+	dev := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+	if got := dev.MustSubscribe(t, tmsproto.CmdTopic("dev1")); got != 1 {
 		t.Fatalf("subscribe: granted %#x", got)
 	}
-	dev.publish(t, tmsproto.UpTopic("dev1", tmsproto.StreamOnline), 1, true, "online")
+	dev.MustPublish(t, tmsproto.UpTopic("dev1", tmsproto.StreamOnline), 1, true, "online")
 	dev.Disconnect(0)
 
-	tms := mustDial(t, conn{url: url(b), user: "tms", pass: "tms-secret", id: "tms"})
+	tms := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "tms", Pass: "tms-secret", ID: "tms"})
 	for i := range 3 {
-		tms.publish(t, tmsproto.CmdTopic("dev1"), 1, false, "cmd-"+string(rune('a'+i)))
+		tms.MustPublish(t, tmsproto.CmdTopic("dev1"), 1, false, "cmd-"+string(rune('a'+i)))
 	}
 	tms.Disconnect(0)
 	if err := b.Close(); err != nil {
@@ -326,10 +203,10 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 
 	b2 := startBroker(t, broker.Options{Addr: addr, DataDir: dir})
-	dev = mustDial(t, conn{url: url(b2), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
+	dev = mqtttest.MustDial(t, mqtttest.Conn{URL: url(b2), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
 	got := map[string]bool{}
 	for range 3 {
-		got[string(dev.next(t).Payload())] = true
+		got[string(dev.Next(t).Payload())] = true
 	}
 	for _, want := range []string{"cmd-a", "cmd-b", "cmd-c"} {
 		if !got[want] {
@@ -338,15 +215,15 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 	// The session's subscription survived too: a new command reaches dev1 without a new
 	// SUBSCRIBE.
-	tms = mustDial(t, conn{url: url(b2), user: "tms", pass: "tms-secret", id: "tms"})
-	tms.publish(t, tmsproto.CmdTopic("dev1"), 1, false, "after")
-	if m := dev.next(t); string(m.Payload()) != "after" {
+	tms = mqtttest.MustDial(t, mqtttest.Conn{URL: url(b2), User: "tms", Pass: "tms-secret", ID: "tms"})
+	tms.MustPublish(t, tmsproto.CmdTopic("dev1"), 1, false, "after")
+	if m := dev.Next(t); string(m.Payload()) != "after" {
 		t.Fatalf("got %q, want the post-restart command", m.Payload())
 	}
-	if got := tms.subscribe(t, tmsproto.UpTopic("+", tmsproto.StreamOnline)); got != 1 {
+	if got := tms.MustSubscribe(t, tmsproto.UpTopic("+", tmsproto.StreamOnline)); got != 1 {
 		t.Fatalf("subscribe presence: granted %#x", got)
 	}
-	if m := tms.next(t); string(m.Payload()) != "online" || !m.Retained() {
+	if m := tms.Next(t); string(m.Payload()) != "online" || !m.Retained() {
 		t.Fatalf("retained presence: got %q retained=%v", m.Payload(), m.Retained())
 	}
 }
@@ -354,22 +231,22 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 func TestMemoryOnlyForgetsOnRestart(t *testing.T) {
 	b := startBroker(t, broker.Options{})
 	addr := b.Addr()
-	dev := mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-	dev.subscribe(t, tmsproto.CmdTopic("dev1"))
+	dev := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+	dev.MustSubscribe(t, tmsproto.CmdTopic("dev1"))
 	dev.Disconnect(0)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	b2 := startBroker(t, broker.Options{Addr: addr})
-	dev = mustDial(t, conn{url: url(b2), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-	tms := mustDial(t, conn{url: url(b2), user: "tms", pass: "tms-secret", id: "tms"})
-	tms.publish(t, tmsproto.CmdTopic("dev1"), 1, false, "lost")
-	tms.flush(t, "tms/v1/probe/flush")
+	dev = mqtttest.MustDial(t, mqtttest.Conn{URL: url(b2), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+	tms := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b2), User: "tms", Pass: "tms-secret", ID: "tms"})
+	tms.MustPublish(t, tmsproto.CmdTopic("dev1"), 1, false, "lost")
+	tms.Flush(t, "tms/v1/probe/flush")
 	// Had the command been routed to dev1, it would be ahead of dev1's own probe on dev1's
 	// connection.
-	dev.subscribe(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck))
-	dev.publish(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), 1, false, "probe")
-	if m := dev.next(t); string(m.Payload()) != "probe" {
+	dev.MustSubscribe(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck))
+	dev.MustPublish(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), 1, false, "probe")
+	if m := dev.Next(t); string(m.Payload()) != "probe" {
 		t.Fatalf("memory-only broker kept a session: got %q", m.Payload())
 	}
 }
@@ -377,18 +254,18 @@ func TestMemoryOnlyForgetsOnRestart(t *testing.T) {
 func TestOfflineQueueIsBounded(t *testing.T) {
 	const bound = 5
 	b := startBroker(t, broker.Options{MaxQueued: bound})
-	dev := mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-	dev.subscribe(t, tmsproto.CmdTopic("dev1"))
+	dev := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+	dev.MustSubscribe(t, tmsproto.CmdTopic("dev1"))
 	dev.Disconnect(0)
-	tms := mustDial(t, conn{url: url(b), user: "tms", pass: "tms-secret", id: "tms"})
+	tms := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "tms", Pass: "tms-secret", ID: "tms"})
 	for i := range 2 * bound {
-		tms.publish(t, tmsproto.CmdTopic("dev1"), 1, false, string(rune('a'+i)))
+		tms.MustPublish(t, tmsproto.CmdTopic("dev1"), 1, false, string(rune('a'+i)))
 	}
-	tms.flush(t, "tms/v1/probe/flush")
-	dev = mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
+	tms.Flush(t, "tms/v1/probe/flush")
+	dev = mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
 	got := ""
 	for range bound {
-		got += string(dev.next(t).Payload())
+		got += string(dev.Next(t).Payload())
 	}
 	if got != "abcde" {
 		t.Fatalf("queued messages: got %q, want the first %d", got, bound)
@@ -400,14 +277,12 @@ func TestOfflineQueueIsBounded(t *testing.T) {
 		if attempt == 100 {
 			t.Fatal("no fresh message got through")
 		}
-		tms.publish(t, tmsproto.CmdTopic("dev1"), 1, false, "fresh")
-		select {
-		case m := <-dev.msgs:
+		tms.MustPublish(t, tmsproto.CmdTopic("dev1"), 1, false, "fresh")
+		if m, ok := dev.TryNext(100 * time.Millisecond); ok {
 			if string(m.Payload()) != "fresh" {
 				t.Fatalf("after the queue got %q, want only fresh messages (queue not bounded)", m.Payload())
 			}
 			return
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -417,15 +292,15 @@ func TestQueuedMessagesKeepTheirOrder(t *testing.T) {
 		t.Run(map[bool]string{false: "reconnect", true: "broker restart"}[restart], func(t *testing.T) {
 			dir := t.TempDir()
 			b := startBroker(t, broker.Options{DataDir: dir})
-			dev := mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-			dev.subscribe(t, tmsproto.CmdTopic("dev1"))
+			dev := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+			dev.MustSubscribe(t, tmsproto.CmdTopic("dev1"))
 			dev.Disconnect(0)
-			tms := mustDial(t, conn{url: url(b), user: "tms", pass: "tms-secret", id: "tms"})
+			tms := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "tms", Pass: "tms-secret", ID: "tms"})
 			const n = 200 // far more than fit in one second's tie in mochi's own ordering
 			for i := range n {
-				tms.publish(t, tmsproto.CmdTopic("dev1"), 1, false, fmt.Sprint(i))
+				tms.MustPublish(t, tmsproto.CmdTopic("dev1"), 1, false, fmt.Sprint(i))
 			}
-			tms.flush(t, "tms/v1/probe/flush")
+			tms.Flush(t, "tms/v1/probe/flush")
 			if restart {
 				tms.Disconnect(0)
 				addr := b.Addr()
@@ -434,9 +309,9 @@ func TestQueuedMessagesKeepTheirOrder(t *testing.T) {
 				}
 				b = startBroker(t, broker.Options{Addr: addr, DataDir: dir})
 			}
-			dev = mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
+			dev = mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
 			for i := range n {
-				if got := string(dev.next(t).Payload()); got != fmt.Sprint(i) {
+				if got := string(dev.Next(t).Payload()); got != fmt.Sprint(i) {
 					t.Fatalf("message %d: got %s", i, got)
 				}
 			}
@@ -454,13 +329,13 @@ func BenchmarkQoS1Delivery(b *testing.B) {
 				opts.DataDir = b.TempDir()
 			}
 			br := startBroker(b, opts)
-			dev := mustDial(b, conn{url: url(br), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-			dev.subscribe(b, tmsproto.CmdTopic("dev1"))
-			tms := mustDial(b, conn{url: url(br), user: "tms", pass: "tms-secret", id: "tms"})
+			dev := mqtttest.MustDial(b, mqtttest.Conn{URL: url(br), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+			dev.MustSubscribe(b, tmsproto.CmdTopic("dev1"))
+			tms := mqtttest.MustDial(b, mqtttest.Conn{URL: url(br), User: "tms", Pass: "tms-secret", ID: "tms"})
 			payload := string(make([]byte, 256))
 			for b.Loop() {
-				tms.publish(b, tmsproto.CmdTopic("dev1"), 1, false, payload)
-				dev.next(b)
+				tms.MustPublish(b, tmsproto.CmdTopic("dev1"), 1, false, payload)
+				dev.Next(b)
 			}
 		})
 	}

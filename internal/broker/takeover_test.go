@@ -12,6 +12,7 @@ import (
 
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/broker"
+	"github.com/posagent/posagent/internal/mqtttest"
 )
 
 // pauseTakeover holds mochi once in the middle of taking over the session of client id: it
@@ -68,27 +69,27 @@ func TestNoMessageLostInSessionTakeover(t *testing.T) {
 			pause := newPauseTakeover("tms")
 			b := startBroker(t, broker.WithTestHooks(broker.Options{DataDir: dir}, pause))
 			t.Cleanup(pause.letGo) // cleanups run last-in first-out: before the broker closes
-			subConn := conn{url: url(b), user: "tms", pass: "tms-secret", id: "tms", persistent: true, manualAck: restart}
+			subConn := mqtttest.Conn{URL: url(b), User: "tms", Pass: "tms-secret", ID: "tms", Persistent: true, ManualAck: restart}
 			topic := tmsproto.UpTopic("dev1", tmsproto.StreamEvent)
 
-			sub := mustDial(t, subConn)
-			sub.subscribe(t, tmsproto.UpTopic("dev1", "#"))
+			sub := mqtttest.MustDial(t, subConn)
+			sub.MustSubscribe(t, tmsproto.UpTopic("dev1", "#"))
 			sub.Disconnect(0)
-			dev := mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-			dev.publish(t, topic, 1, false, "queued")
-			dev.flush(t, "tms/v1/dev1/probe/flush")
+			dev := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+			dev.MustPublish(t, topic, 1, false, "queued")
+			dev.Flush(t, "tms/v1/dev1/probe/flush")
 
 			// The subscriber comes back; its CONNACK only comes once mochi is let go.
-			back := make(chan *client, 1)
+			back := make(chan *mqtttest.Client, 1)
 			go func() {
-				c, err := dial(t, subConn)
+				c, err := mqtttest.Dial(t, subConn)
 				if err != nil {
 					t.Errorf("reconnect: %v", err)
 				}
 				back <- c
 			}()
 			pause.waitPaused(t)
-			dev.publish(t, topic, 1, false, "during takeover") // acknowledged by the broker
+			dev.MustPublish(t, topic, 1, false, "during takeover") // acknowledged by the broker
 			pause.letGo()
 			select {
 			case sub = <-back:
@@ -98,13 +99,13 @@ func TestNoMessageLostInSessionTakeover(t *testing.T) {
 			if sub == nil {
 				t.FailNow()
 			}
-			dev.publish(t, topic, 1, false, "after")
+			dev.MustPublish(t, topic, 1, false, "after")
 
 			want := []string{"queued", "during takeover", "after"}
-			expect := func(sub *client) {
+			expect := func(sub *mqtttest.Client) {
 				t.Helper()
 				for _, w := range want {
-					if got := string(sub.next(t).Payload()); got != w {
+					if got := string(sub.Next(t).Payload()); got != w {
 						t.Fatalf("got %q, want %q: every acknowledged message, in order %q", got, w, want)
 					}
 				}
@@ -122,8 +123,8 @@ func TestNoMessageLostInSessionTakeover(t *testing.T) {
 				t.Fatal(err)
 			}
 			startBroker(t, broker.Options{Addr: addr, DataDir: dir}) // same address: subConn still fits
-			subConn.manualAck = false
-			expect(mustDial(t, subConn))
+			subConn.ManualAck = false
+			expect(mqtttest.MustDial(t, subConn))
 		})
 	}
 }
@@ -138,15 +139,15 @@ func TestNoMessageLostWhenTakeoverFails(t *testing.T) {
 			pause := newPauseTakeover("tms")
 			b := startBroker(t, broker.WithTestHooks(broker.Options{DataDir: dir}, pause))
 			t.Cleanup(pause.letGo)
-			subConn := conn{url: url(b), user: "tms", pass: "tms-secret", id: "tms", persistent: true}
+			subConn := mqtttest.Conn{URL: url(b), User: "tms", Pass: "tms-secret", ID: "tms", Persistent: true}
 			topic := tmsproto.UpTopic("dev1", tmsproto.StreamEvent)
 
-			sub := mustDial(t, subConn)
-			sub.subscribe(t, tmsproto.UpTopic("dev1", "#"))
+			sub := mqtttest.MustDial(t, subConn)
+			sub.MustSubscribe(t, tmsproto.UpTopic("dev1", "#"))
 			sub.Disconnect(0)
-			dev := mustDial(t, conn{url: url(b), user: "dev1", pass: "pw-1", id: "dev1", persistent: true})
-			dev.publish(t, topic, 1, false, "queued")
-			dev.flush(t, "tms/v1/dev1/probe/flush")
+			dev := mqtttest.MustDial(t, mqtttest.Conn{URL: url(b), User: "dev1", Pass: "pw-1", ID: "dev1", Persistent: true})
+			dev.MustPublish(t, topic, 1, false, "queued")
+			dev.Flush(t, "tms/v1/dev1/probe/flush")
 
 			// A bare CONNECT, and the connection is gone before the broker answers it.
 			raw, err := net.DialTimeout("tcp", b.Addr(), wait)
@@ -169,11 +170,11 @@ func TestNoMessageLostWhenTakeoverFails(t *testing.T) {
 				t.Fatal(err)
 			}
 			pause.waitPaused(t)
-			dev.publish(t, topic, 1, false, "during takeover")
+			dev.MustPublish(t, topic, 1, false, "during takeover")
 			_ = raw.Close()
 			pause.letGo()
-			dev.publish(t, topic, 1, false, "after")
-			dev.flush(t, "tms/v1/dev1/probe/flush")
+			dev.MustPublish(t, topic, 1, false, "after")
+			dev.Flush(t, "tms/v1/dev1/probe/flush")
 
 			if restart {
 				dev.Disconnect(0)
@@ -183,9 +184,9 @@ func TestNoMessageLostWhenTakeoverFails(t *testing.T) {
 				}
 				startBroker(t, broker.Options{Addr: addr, DataDir: dir}) // same address: subConn still fits
 			}
-			sub = mustDial(t, subConn)
+			sub = mqtttest.MustDial(t, subConn)
 			for _, w := range []string{"queued", "during takeover", "after"} {
-				if got := string(sub.next(t).Payload()); got != w {
+				if got := string(sub.Next(t).Payload()); got != w {
 					t.Fatalf("got %q, want %q", got, w)
 				}
 			}

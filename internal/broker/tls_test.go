@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/posagent/posagent/internal/broker"
+	"github.com/posagent/posagent/internal/mqtttest"
 )
 
 // testPKI is a throw-away CA with a server certificate for 127.0.0.1 and client certificates
@@ -100,11 +101,11 @@ func TestMutualTLS(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b := startBroker(t, broker.Options{TLS: serverTLS, CertAuth: certAuth, Users: users, TMSUsers: []string{"tms"}})
 			u := "ssl://" + b.Addr()
-			mustDial(t, conn{url: u, user: "dev1", pass: "pw-1", id: "dev1", tls: pki.clientTLS(t, "dev1")})
-			if _, err := dial(t, conn{url: u, user: "dev1", pass: "pw-1", id: "dev1", tls: pki.clientTLS(t, "dev2")}); err == nil {
+			mqtttest.MustDial(t, mqtttest.Conn{URL: u, User: "dev1", Pass: "pw-1", ID: "dev1", TLS: pki.clientTLS(t, "dev1")})
+			if _, err := mqtttest.Dial(t, mqtttest.Conn{URL: u, User: "dev1", Pass: "pw-1", ID: "dev1", TLS: pki.clientTLS(t, "dev2")}); err == nil {
 				t.Error("dev2's certificate admitted user dev1")
 			}
-			_, err := dial(t, conn{url: u, user: "dev1", id: "dev1", tls: pki.clientTLS(t, "dev1")})
+			_, err := mqtttest.Dial(t, mqtttest.Conn{URL: u, User: "dev1", ID: "dev1", TLS: pki.clientTLS(t, "dev1")})
 			if certAuth && err != nil {
 				t.Errorf("certificate without password refused: %v", err)
 			}
@@ -112,8 +113,8 @@ func TestMutualTLS(t *testing.T) {
 				t.Error("certificate without password admitted although CertAuth is off")
 			}
 			// Without a certificate the password alone still works (VerifyClientCertIfGiven).
-			mustDial(t, conn{url: u, user: "dev2", pass: "pw-2", id: "dev2", tls: pki.clientTLS(t, "")})
-			if _, err := dial(t, conn{url: "tcp://" + b.Addr(), user: "dev2", pass: "pw-2", id: "dev2"}); err == nil {
+			mqtttest.MustDial(t, mqtttest.Conn{URL: u, User: "dev2", Pass: "pw-2", ID: "dev2", TLS: pki.clientTLS(t, "")})
+			if _, err := mqtttest.Dial(t, mqtttest.Conn{URL: "tcp://" + b.Addr(), User: "dev2", Pass: "pw-2", ID: "dev2"}); err == nil {
 				t.Error("plain TCP accepted on a TLS listener")
 			}
 		})

@@ -348,13 +348,9 @@ func (s *Server) waitListening(p *process) error {
 func (s *Server) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.proc
-	if p == nil {
-		return nil
-	}
-	s.proc = nil
-	if p.exited() {
-		return fmt.Errorf("%w before Stop: %v", ErrExited, p.waitErr)
+	p, err := s.take("Stop")
+	if p == nil || err != nil {
+		return err
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("mosquitto: signal: %w", err)
@@ -377,15 +373,26 @@ func (s *Server) Stop() error {
 func (s *Server) Kill() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	p, err := s.take("Kill")
+	if p == nil || err != nil {
+		return err
+	}
+	return p.kill()
+}
+
+// take detaches the running broker process from s (which is stopped afterwards, whatever
+// the caller does with it): nil when there was none, ErrExited when it had died on its own
+// before op. s.mu must be held.
+func (s *Server) take(op string) (*process, error) {
 	p := s.proc
 	if p == nil {
-		return nil
+		return nil, nil
 	}
 	s.proc = nil
 	if p.exited() {
-		return fmt.Errorf("%w before Kill: %v", ErrExited, p.waitErr)
+		return nil, fmt.Errorf("%w before %s: %v", ErrExited, op, p.waitErr)
 	}
-	return p.kill()
+	return p, nil
 }
 
 // Restart is Stop then Start. If Stop fails the server stays stopped and Restart returns

@@ -15,6 +15,7 @@ import (
 
 	"github.com/posagent/posagent/agent/tmsproto"
 	"github.com/posagent/posagent/internal/mosquitto"
+	"github.com/posagent/posagent/internal/mqtttest"
 )
 
 const wait = 10 * time.Second
@@ -84,71 +85,15 @@ func start(t *testing.T, opts mosquitto.Options) *mosquitto.Server {
 	return s
 }
 
-type client struct {
-	paho.Client
-	msgs chan paho.Message
+// dial connects as user with that user as client ID, the way a terminal does.
+func dial(t *testing.T, url, user, pass string, persistent bool) (*mqtttest.Client, error) {
+	t.Helper()
+	return mqtttest.Dial(t, mqtttest.Conn{URL: url, User: user, Pass: pass, ID: user, Persistent: persistent})
 }
 
-func dial(t *testing.T, url, user, pass string, persistent bool) (*client, error) {
+func mustDial(t *testing.T, url, user, pass string, persistent bool) *mqtttest.Client {
 	t.Helper()
-	cl := &client{msgs: make(chan paho.Message, 64)}
-	o := paho.NewClientOptions().AddBroker(url).SetClientID(user).SetUsername(user).SetPassword(pass).
-		SetProtocolVersion(4).SetCleanSession(!persistent).SetAutoReconnect(false).
-		SetConnectTimeout(wait).SetOrderMatters(true).
-		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			select {
-			case cl.msgs <- m:
-			default:
-				t.Errorf("%s: message buffer full", user)
-			}
-		})
-	cl.Client = paho.NewClient(o)
-	tok := cl.Connect()
-	if !tok.WaitTimeout(wait) {
-		return nil, errors.New("connect timed out")
-	}
-	if err := tok.Error(); err != nil {
-		return nil, err
-	}
-	t.Cleanup(func() { cl.Disconnect(0) })
-	return cl, nil
-}
-
-func mustDial(t *testing.T, url, user, pass string, persistent bool) *client {
-	t.Helper()
-	c, err := dial(t, url, user, pass, persistent)
-	if err != nil {
-		t.Fatalf("connect as %s: %v", user, err)
-	}
-	return c
-}
-
-func (c *client) subscribe(t *testing.T, filter string) byte {
-	t.Helper()
-	tok := c.Subscribe(filter, 1, nil)
-	if !tok.WaitTimeout(wait) || tok.Error() != nil {
-		t.Fatalf("subscribe %s: %v", filter, tok.Error())
-	}
-	return tok.(*paho.SubscribeToken).Result()[filter]
-}
-
-func (c *client) publish(t *testing.T, topic, payload string) {
-	t.Helper()
-	tok := c.Publish(topic, 1, false, payload)
-	if !tok.WaitTimeout(wait) || tok.Error() != nil {
-		t.Fatalf("publish %s: %v", topic, tok.Error())
-	}
-}
-
-func (c *client) next(t *testing.T) paho.Message {
-	t.Helper()
-	select {
-	case m := <-c.msgs:
-		return m
-	case <-time.After(wait):
-		t.Fatal("no message arrived")
-		return nil
-	}
+	return mqtttest.MustDial(t, mqtttest.Conn{URL: url, User: user, Pass: pass, ID: user, Persistent: persistent})
 }
 
 func TestAccounts(t *testing.T) {
@@ -168,14 +113,14 @@ func TestAccounts(t *testing.T) {
 	}
 	dev1 := mustDial(t, url, "dev1", devicePassword("dev1"), false)
 	tms := mustDial(t, url, mosquitto.DefaultTMSUser, "tms-secret", false)
-	dev1.subscribe(t, tmsproto.CmdTopic("dev1"))
-	tms.subscribe(t, "tms/v1/+/up/#")
-	tms.publish(t, tmsproto.CmdTopic("dev1"), "command")
-	if m := dev1.next(t); string(m.Payload()) != "command" {
+	dev1.MustSubscribe(t, tmsproto.CmdTopic("dev1"))
+	tms.MustSubscribe(t, "tms/v1/+/up/#")
+	tms.Send(t, tmsproto.CmdTopic("dev1"), "command")
+	if m := dev1.Next(t); string(m.Payload()) != "command" {
 		t.Fatalf("dev1 got %q, want the TMS's command", m.Payload())
 	}
-	dev1.publish(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), "ack")
-	if m := tms.next(t); string(m.Payload()) != "ack" {
+	dev1.Send(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), "ack")
+	if m := tms.Next(t); string(m.Payload()) != "ack" {
 		t.Fatalf("tms got %q, want dev1's ack", m.Payload())
 	}
 }
@@ -184,22 +129,22 @@ func TestACLDeniesForeignTopics(t *testing.T) {
 	s := start(t, mosquitto.Options{Devices: []string{"dev1", "dev2"}})
 	url := s.URL()
 	dev1 := mustDial(t, url, "dev1", devicePassword("dev1"), false)
-	dev1.subscribe(t, tmsproto.CmdTopic("dev1"))
+	dev1.MustSubscribe(t, tmsproto.CmdTopic("dev1"))
 	tms := mustDial(t, url, "tms", "tms-secret", false)
-	tms.subscribe(t, "tms/v1/+/up/#")
+	tms.MustSubscribe(t, "tms/v1/+/up/#")
 	dev2 := mustDial(t, url, "dev2", devicePassword("dev2"), false)
 
 	// Mosquitto 2.0.11 grants a subscription outside the device's own tree but delivers
 	// nothing through it: the TMS's command for dev1 (acknowledged, so routed) must not reach
 	// dev2 before dev2's own probe, published after it.
-	dev2.subscribe(t, "tms/v1/dev1/#")
-	dev2.subscribe(t, "tms/v1/#")
-	tms.publish(t, tmsproto.CmdTopic("dev1"), "command")
-	if m := dev1.next(t); string(m.Payload()) != "command" {
+	dev2.MustSubscribe(t, "tms/v1/dev1/#")
+	dev2.MustSubscribe(t, "tms/v1/#")
+	tms.Send(t, tmsproto.CmdTopic("dev1"), "command")
+	if m := dev1.Next(t); string(m.Payload()) != "command" {
 		t.Fatalf("dev1 got %q, want the TMS's command", m.Payload())
 	}
-	dev2.publish(t, tmsproto.CmdTopic("dev2"), "probe")
-	if m := dev2.next(t); string(m.Payload()) != "probe" {
+	dev2.Send(t, tmsproto.CmdTopic("dev2"), "probe")
+	if m := dev2.Next(t); string(m.Payload()) != "probe" {
 		t.Fatalf("dev2 received %s %q from dev1's tree", m.Topic(), m.Payload())
 	}
 	dev2.Disconnect(0)
@@ -213,13 +158,13 @@ func TestACLDeniesForeignTopics(t *testing.T) {
 	if tok := forger.Publish(tmsproto.UpTopic("dev2", tmsproto.StreamEvent), 1, false, "dev2 event"); !tok.WaitTimeout(wait) {
 		t.Fatal("the broker neither acknowledged nor disconnected the forger")
 	}
-	tms.publish(t, tmsproto.CmdTopic("dev1"), "marker")
-	if m := dev1.next(t); string(m.Payload()) != "marker" {
+	tms.Send(t, tmsproto.CmdTopic("dev1"), "marker")
+	if m := dev1.Next(t); string(m.Payload()) != "marker" {
 		t.Fatalf("dev1 got %q first, want the TMS's marker", m.Payload())
 	}
-	dev1.publish(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), "ack")
+	dev1.Send(t, tmsproto.UpTopic("dev1", tmsproto.StreamAck), "ack")
 	for {
-		m := tms.next(t)
+		m := tms.Next(t)
 		if string(m.Payload()) == "forged" {
 			t.Fatalf("tms received a forgery on %s", m.Topic())
 		}
@@ -235,18 +180,18 @@ func TestRestartKeepsQueuedMessages(t *testing.T) {
 	s := start(t, mosquitto.Options{Devices: []string{"dev1"}, Persistence: true})
 	url, pid := s.URL(), s.PID()
 	dev := mustDial(t, url, "dev1", devicePassword("dev1"), true)
-	dev.subscribe(t, tmsproto.CmdTopic("dev1"))
+	dev.MustSubscribe(t, tmsproto.CmdTopic("dev1"))
 	dev.Disconnect(0)
 
 	tms := mustDial(t, url, "tms", "tms-secret", false)
 	const n = 5
 	for i := range n {
-		tms.publish(t, tmsproto.CmdTopic("dev1"), fmt.Sprint(i))
+		tms.Send(t, tmsproto.CmdTopic("dev1"), fmt.Sprint(i))
 	}
 	// Once the TMS's own probe comes back, the broker has routed the commands before it.
-	tms.subscribe(t, "tms/v1/probe/#")
-	tms.publish(t, "tms/v1/probe/flush", "probe")
-	if m := tms.next(t); string(m.Payload()) != "probe" {
+	tms.MustSubscribe(t, "tms/v1/probe/#")
+	tms.Send(t, "tms/v1/probe/flush", "probe")
+	if m := tms.Next(t); string(m.Payload()) != "probe" {
 		t.Fatalf("probe: got %q", m.Payload())
 	}
 	if err := s.Restart(); err != nil {
@@ -260,7 +205,7 @@ func TestRestartKeepsQueuedMessages(t *testing.T) {
 	}
 	dev = mustDial(t, url, "dev1", devicePassword("dev1"), true)
 	for i := range n {
-		if got := string(dev.next(t).Payload()); got != fmt.Sprint(i) {
+		if got := string(dev.Next(t).Payload()); got != fmt.Sprint(i) {
 			t.Fatalf("message %d after restart: got %q", i, got)
 		}
 	}
@@ -414,7 +359,7 @@ func TestManyDevices(t *testing.T) {
 	t.Logf("%d accounts: Start took %v (password file, config, broker up)", n, time.Since(begin))
 	for _, id := range []string{ids[0], ids[n-1]} {
 		c := mustDial(t, s.URL(), id, devicePassword(id), false)
-		c.subscribe(t, tmsproto.CmdTopic(id))
+		c.MustSubscribe(t, tmsproto.CmdTopic(id))
 	}
 	if _, err := dial(t, s.URL(), ids[0], devicePassword(ids[1]), false); err == nil {
 		t.Fatal("a device was admitted with another's password")

@@ -267,9 +267,10 @@ func TestBlackholeReadBlocksUntilDeadline(t *testing.T) {
 	}
 }
 
-// A deadline set while a Read waits in the blackhole re-arms it, as crypto/tls relies on
-// (it interrupts a handshake by setting a deadline in the past).
-func TestBlackholeReadWokenByDeadlineChange(t *testing.T) {
+// waitingInBlackhole is a connection whose link is blackholed, with a Read started on it;
+// the Read's outcome arrives on res.
+func waitingInBlackhole(t *testing.T) (net.Conn, <-chan error) {
+	t.Helper()
 	srv := newServer(t)
 	var d Dialer
 	var l Link
@@ -282,6 +283,13 @@ func TestBlackholeReadWokenByDeadlineChange(t *testing.T) {
 		_, err := c.Read(make([]byte, 8))
 		res <- err
 	}()
+	return c, res
+}
+
+// A deadline set while a Read waits in the blackhole re-arms it, as crypto/tls relies on
+// (it interrupts a handshake by setting a deadline in the past).
+func TestBlackholeReadWokenByDeadlineChange(t *testing.T) {
+	c, res := waitingInBlackhole(t)
 	time.Sleep(10 * time.Millisecond) // usually lets the Read start waiting; either way the outcome is the same
 	if err := c.SetDeadline(time.Now()); err != nil {
 		t.Fatal(err)
@@ -292,18 +300,7 @@ func TestBlackholeReadWokenByDeadlineChange(t *testing.T) {
 }
 
 func TestBlackholeReadUnblockedByClose(t *testing.T) {
-	srv := newServer(t)
-	var d Dialer
-	var l Link
-	c := dial(t, &d, srv.addr(), nil, &l)
-	srv.accept(t)
-	l.Set(Blackhole)
-
-	res := make(chan error, 1)
-	go func() {
-		_, err := c.Read(make([]byte, 8))
-		res <- err
-	}()
+	c, res := waitingInBlackhole(t)
 	time.Sleep(10 * time.Millisecond)
 	c.Close()
 	if err := <-res; !errors.Is(err, net.ErrClosed) {
