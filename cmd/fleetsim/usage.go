@@ -137,12 +137,13 @@ func parseStat(data []byte) (user, sys float64) {
 	if len(f) <= utime+1 {
 		return 0, 0
 	}
-	ut, err1 := strconv.ParseFloat(f[utime], 64)
-	st, err2 := strconv.ParseFloat(f[utime+1], 64)
+	// Clock ticks, unsigned: ParseFloat would take "-1", "NaN" and "Inf" as figures.
+	ut, err1 := strconv.ParseUint(f[utime], 10, 64)
+	st, err2 := strconv.ParseUint(f[utime+1], 10, 64)
 	if err1 != nil || err2 != nil {
 		return 0, 0
 	}
-	return ut / clockTicks, st / clockTicks
+	return float64(ut) / clockTicks, float64(st) / clockTicks
 }
 
 // numCPU is reported with the figures: they mean little without it.
