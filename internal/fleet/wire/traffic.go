@@ -37,7 +37,8 @@ func (t Traffic) Add(u Traffic) Traffic {
 
 // IPBytes is what a mobile network bills: payload plus IPv4+TCP headers (with the timestamp
 // option, HeaderBytes) for every segment, both directions. Where segment counts are not
-// available (not linux) it is the payload alone, an underestimate.
+// available (SegmentsCounted says so: not Linux, or an emulator) it is the payload alone,
+// an underestimate.
 func (t Traffic) IPBytes() int64 {
 	return t.BytesIn + t.BytesOut + (t.SegsIn+t.SegsOut)*HeaderBytes
 }

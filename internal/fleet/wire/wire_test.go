@@ -269,12 +269,12 @@ func TestBlackholeReadBlocksUntilDeadline(t *testing.T) {
 
 // waitingInBlackhole is a connection whose link is blackholed, with a Read started on it;
 // the Read's outcome arrives on res.
-func waitingInBlackhole(t *testing.T) (net.Conn, <-chan error) {
+func waitingInBlackhole(t *testing.T) (net.Conn, *Link, <-chan error) {
 	t.Helper()
 	srv := newServer(t)
 	var d Dialer
-	var l Link
-	c := dial(t, &d, srv.addr(), nil, &l)
+	l := new(Link)
+	c := dial(t, &d, srv.addr(), nil, l)
 	srv.accept(t)
 	l.Set(Blackhole)
 
@@ -283,13 +283,13 @@ func waitingInBlackhole(t *testing.T) (net.Conn, <-chan error) {
 		_, err := c.Read(make([]byte, 8))
 		res <- err
 	}()
-	return c, res
+	return c, l, res
 }
 
 // A deadline set while a Read waits in the blackhole re-arms it, as crypto/tls relies on
 // (it interrupts a handshake by setting a deadline in the past).
 func TestBlackholeReadWokenByDeadlineChange(t *testing.T) {
-	c, res := waitingInBlackhole(t)
+	c, _, res := waitingInBlackhole(t)
 	time.Sleep(10 * time.Millisecond) // usually lets the Read start waiting; either way the outcome is the same
 	if err := c.SetDeadline(time.Now()); err != nil {
 		t.Fatal(err)
@@ -300,7 +300,7 @@ func TestBlackholeReadWokenByDeadlineChange(t *testing.T) {
 }
 
 func TestBlackholeReadUnblockedByClose(t *testing.T) {
-	c, res := waitingInBlackhole(t)
+	c, _, res := waitingInBlackhole(t)
 	time.Sleep(10 * time.Millisecond)
 	c.Close()
 	if err := <-res; !errors.Is(err, net.ErrClosed) {
@@ -467,17 +467,7 @@ func TestResetClosesAndRefuses(t *testing.T) {
 
 // Blackhole then Reset: the blackholed connection is cut like a live one.
 func TestBlackholeThenReset(t *testing.T) {
-	srv := newServer(t)
-	var d Dialer
-	var l Link
-	c := dial(t, &d, srv.addr(), nil, &l)
-	srv.accept(t)
-	l.Set(Blackhole)
-	res := make(chan error, 1)
-	go func() {
-		_, err := c.Read(make([]byte, 8))
-		res <- err
-	}()
+	_, l, res := waitingInBlackhole(t)
 	l.Set(Reset)
 	if err := <-res; !isReset(err) {
 		t.Fatalf("read: %v", err)
